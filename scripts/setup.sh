@@ -28,7 +28,11 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project and its extras into .venv"
-  .venv/bin/pip install -q -e ".[agent,gateway,server,dev]"
+  if ! .venv/bin/pip install -q -e ".[agent,gateway,server,dev]" >.venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log
+    echo "setup: pip install failed (log above); check network access to PyPI" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
