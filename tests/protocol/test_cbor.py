@@ -1,0 +1,172 @@
+"""phd_protocol.cbor: RFC 8949 vectors, every deterministic-encoding rule refused, fuzzing."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phd_protocol import cbor
+from phd_protocol.cbor import CborError, Tag
+from phd_protocol.errors import ParseError
+
+VECTORS = json.loads(
+    (Path(__file__).parent.parent / "vectors" / "cbor" / "rfc8949.json").read_text("utf-8")
+)
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    if isinstance(value, dict):
+        if "hex" in value:
+            return bytes.fromhex(value["hex"])
+        if "decimal" in value:
+            return Decimal(value["decimal"])
+        return {k: _from_json(v) for k, v in value["map"]}
+    return value
+
+
+def _hex(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+@pytest.mark.parametrize("case", VECTORS["valid"], ids=lambda c: c["cbor"][:24])
+def test_rfc8949_vectors_encode_and_decode(case: dict[str, Any]) -> None:
+    value = _from_json(case["value"])
+    assert cbor.encode(value).hex() == case["cbor"]
+    decoded = cbor.decode(_hex(case["cbor"]))
+    assert decoded == value
+    assert type(decoded) is type(value)
+
+
+@pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["why"])
+def test_non_deterministic_input_is_refused_with_its_rule(case: dict[str, Any]) -> None:
+    with pytest.raises(CborError) as info:
+        cbor.decode(_hex(case["cbor"]))
+    assert info.value.rule == case["rule"]
+    assert isinstance(info.value, ParseError)
+
+
+def test_map_keys_are_sorted_by_their_encoding() -> None:
+    # 10 -> 0a, -1 -> 20, "b" -> 6162, "aa" -> 626161: bytewise order of the encodings.
+    encoded = cbor.encode({"aa": 1, "b": 2, -1: 3, 10: 4})
+    assert encoded.hex() == "a4" + "0a04" + "2003" + "616202" + "62616101"
+    decoded = cbor.decode(encoded)
+    assert isinstance(decoded, dict)
+    assert list(decoded) == [10, -1, "b", "aa"]
+
+
+def test_decimal_keeps_exact_value_and_precision() -> None:
+    for text in ["1.50", "-0.001", "120.0", "98.6", "0", "1E+3", "-1234567890123456789.5"]:
+        value = Decimal(text)
+        decoded = cbor.decode(cbor.encode(value))
+        assert isinstance(decoded, Decimal)
+        assert decoded.as_tuple() == value.as_tuple()
+    assert cbor.encode(Decimal("1.50")).hex() == "c482211896"
+
+
+@pytest.mark.parametrize("bad", [Decimal("NaN"), Decimal("Infinity"), Decimal("1E+2000")])
+def test_decimal_without_a_fraction_form_is_refused_on_encode(bad: Decimal) -> None:
+    with pytest.raises(ValueError, match="Decimal"):
+        cbor.encode(bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, object(), {b"k": 1}, {True: 1}, 2**64, -(2**64) - 1])
+def test_unsupported_values_are_refused_on_encode(bad: Any) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        cbor.encode(bad)
+
+
+def test_tags_only_when_allowed() -> None:
+    encoded = cbor.encode(Tag(18, [b"", {}, None, b""]))
+    assert encoded.hex() == "d28440a0f640"
+    assert cbor.decode(encoded, tags=frozenset({18})) == Tag(18, [b"", {}, None, b""])
+    with pytest.raises(CborError, match="unknown_tag"):
+        cbor.decode(encoded)
+    with pytest.raises(ValueError, match="Decimal"):
+        Tag(4, [0, 1])
+
+
+def test_bounds_on_items_depth_and_size() -> None:
+    many = cbor.encode(list(range(100)))
+    assert cbor.decode(many, max_items=101) == list(range(100))
+    with pytest.raises(CborError, match="too_many_items"):
+        cbor.decode(many, max_items=100)
+    deep = cbor.encode([[[[1]]]])
+    with pytest.raises(CborError, match="too_deep"):
+        cbor.decode(deep, max_depth=3)
+    assert cbor.decode(deep, max_depth=4) == [[[[1]]]]
+    with pytest.raises(CborError, match="too_large"):
+        cbor.decode(cbor.encode(b"x" * 100), max_size=50)
+
+
+def test_error_message_never_echoes_content() -> None:
+    with pytest.raises(CborError) as info:
+        cbor.decode(cbor.encode("SECRET-PATIENT-NAME") + b"\x00")
+    assert "SECRET" not in str(info.value)
+    assert info.value.offset == 20
+
+
+# --------------------------------------------------------------------------- properties
+
+_keys = st.one_of(st.integers(-(2**64), 2**64 - 1), st.text(max_size=8))
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64 - 1),
+    st.binary(max_size=40),
+    st.text(max_size=40),
+    # Decimals as cbor carries them: 64-bit mantissa, bounded exponent.
+    st.builds(
+        lambda m, e: Decimal(f"{m}E{e}"),
+        st.integers(-(2**63), 2**63),
+        st.integers(-cbor.MAX_DECIMAL_EXPONENT, cbor.MAX_DECIMAL_EXPONENT),
+    ),
+)
+_values = st.recursive(
+    _leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=6), st.dictionaries(_keys, children, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+@given(_values)
+@settings(max_examples=300)
+def test_round_trip_is_identity(value: Any) -> None:
+    encoded = cbor.encode(value)
+    decoded = cbor.decode(encoded)
+    assert decoded == value
+    assert cbor.encode(decoded) == encoded
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=1500)
+def test_fuzz_any_bytes_give_a_value_or_cbor_error(data: bytes) -> None:
+    # The invariant of every parser (STYLE.md 4), plus canonicity: whatever decodes is the one
+    # deterministic encoding of its value, so re-encoding reproduces the input exactly.
+    try:
+        value = cbor.decode(data, tags=frozenset({4, 18}))
+    except CborError:
+        return
+    assert cbor.encode(value) == data
+
+
+@given(_values, st.data())
+@settings(max_examples=300)
+def test_fuzz_mutations_of_valid_encodings(value: Any, data: st.DataObject) -> None:
+    encoded = bytearray(cbor.encode(value))
+    index = data.draw(st.integers(0, len(encoded) - 1))
+    encoded[index] = data.draw(st.integers(0, 255))
+    try:
+        decoded = cbor.decode(bytes(encoded))
+    except CborError:
+        return
+    assert cbor.encode(decoded) == bytes(encoded)
