@@ -1,0 +1,122 @@
+"""The one module that creates database engines and sessions (SQLite WAL or PostgreSQL).
+
+SQLite is the embedded default: WAL journal, foreign keys on, a busy timeout so that several
+ingest workers on one file wait instead of failing. PostgreSQL is reached through psycopg 3
+(``postgresql+psycopg://``). Database exceptions are classified here (transient or not) so the
+ingest worker can answer ``retry_later`` without knowing driver details. This module must never
+hold a module-level engine: callers build one from settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, create_engine, text
+
+__all__ = [
+    "IntegrityError",
+    "Session",
+    "SessionFactory",
+    "check_database",
+    "is_transient",
+    "make_engine",
+    "make_session_factory",
+    "normalise_url",
+    "session_scope",
+]
+
+SessionFactory = sessionmaker[Session]
+
+
+def normalise_url(url: str) -> str:
+    """Pin the PostgreSQL driver to psycopg 3 whatever spelling the operator used."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    url = normalise_url(url)
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over
+        # (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL").
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        # WAL + NORMAL is durable against application crashes (what commit-then-ack needs);
+        # a power loss may drop the last transactions, which the gateway then resends.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # IMMEDIATE takes the write lock up front, so concurrent workers queue on busy_timeout
+    # instead of failing a read-to-write upgrade with SQLITE_BUSY mid-transaction.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_session_factory(engine: Engine) -> SessionFactory:
+    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: SessionFactory) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    with factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def check_database(engine: Engine) -> bool:
+    """True when a trivial query succeeds (readiness probe)."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except DBAPIError:
+        return False
+    return True
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error may succeed if retried (lock, lost connection, serialization).
+
+    Integrity errors are not transient: they mean the data conflicts (a duplicate), and the
+    caller re-reads to decide. Everything else from the driver is an operational condition.
+    """
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    # psycopg reports serialization failures and deadlocks with SQLSTATE class 40.
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")

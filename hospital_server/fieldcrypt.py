@@ -1,0 +1,147 @@
+"""Field-level encryption at rest: seal and open one column value with a patient's data key.
+
+The associated data binds ``table``, ``column``, ``row id`` and ``patient id``, so a
+ciphertext copied to another row, another column or another patient's record fails to open
+(:class:`FieldDecryptError`), as does any bit flip. The blob is ``version(1) || nonce || ct ||
+tag`` so the format can evolve. Also here: :class:`PatientKeys`, which creates, wraps, stores
+and unwraps per-patient data keys through a :class:`~hospital_server.keys.KeyProvider`.
+
+Never log plaintext or keys; error messages name the table and column only.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from hospital_server.keys import (
+    DataKeyCache,
+    KeyProvider,
+    KeyUnavailableError,
+    WrappedKey,
+    blind_index,
+    new_data_key,
+)
+from hospital_server.models import PatientKey, utcnow
+from phd_protocol.crypto import CryptoError, aead_decrypt, aead_encrypt
+
+__all__ = [
+    "FieldDecryptError",
+    "PatientKeys",
+    "decrypt_field",
+    "decrypt_text",
+    "encrypt_field",
+    "encrypt_text",
+    "field_aad",
+]
+
+_VERSION = b"\x01"
+_LABEL = b"phd-field-v1"
+
+
+class FieldDecryptError(Exception):
+    """A stored field does not open: tampered, moved, or its patient key is gone."""
+
+
+def field_aad(*, table: str, column: str, row_id: str, patient_id: str) -> bytes:
+    parts = (table, column, row_id, patient_id)
+    if any("\x00" in p for p in parts):
+        raise ValueError("identifiers in associated data must not contain NUL")
+    return _LABEL + b"\x00" + "\x00".join(parts).encode()
+
+
+def encrypt_field(
+    key: bytes, plaintext: bytes, *, table: str, column: str, row_id: str, patient_id: str
+) -> bytes:
+    aad = field_aad(table=table, column=column, row_id=row_id, patient_id=patient_id)
+    return _VERSION + aead_encrypt(key, plaintext, aad=aad)
+
+
+def decrypt_field(
+    key: bytes, blob: bytes, *, table: str, column: str, row_id: str, patient_id: str
+) -> bytes:
+    if not blob.startswith(_VERSION):
+        raise FieldDecryptError(f"{table}.{column}: unknown ciphertext version")
+    aad = field_aad(table=table, column=column, row_id=row_id, patient_id=patient_id)
+    try:
+        return aead_decrypt(key, blob[1:], aad=aad)
+    except CryptoError as exc:
+        raise FieldDecryptError(f"{table}.{column}: does not decrypt for this row") from exc
+
+
+def encrypt_text(
+    key: bytes, text: str, *, table: str, column: str, row_id: str, patient_id: str
+) -> bytes:
+    return encrypt_field(
+        key, text.encode(), table=table, column=column, row_id=row_id, patient_id=patient_id
+    )
+
+
+def decrypt_text(
+    key: bytes, blob: bytes, *, table: str, column: str, row_id: str, patient_id: str
+) -> str:
+    return decrypt_field(
+        key, blob, table=table, column=column, row_id=row_id, patient_id=patient_id
+    ).decode()
+
+
+def _wrap_context(patient_id: str) -> bytes:
+    return b"patient\x00" + patient_id.encode()
+
+
+class PatientKeys:
+    """Per-patient data keys: create (wrapped by the current KEK), fetch, re-wrap, destroy."""
+
+    def __init__(self, provider: KeyProvider, cache: DataKeyCache | None = None) -> None:
+        self._provider = provider
+        self._cache = cache if cache is not None else DataKeyCache()
+
+    def mrn_index(self, mrn: str) -> str:
+        return blind_index(self._provider.blind_index_key(), mrn)
+
+    def create(self, session: Session, patient_id: str) -> bytes:
+        """Add a new wrapped data key for a patient to the session and return the key."""
+        key = new_data_key()
+        wrapped = self._provider.wrap(key, context=_wrap_context(patient_id))
+        session.add(
+            PatientKey(
+                patient_id=patient_id,
+                kek_id=wrapped.kek_id,
+                wrapped=wrapped.blob,
+                created_at=utcnow(),
+            )
+        )
+        self._cache.put(patient_id, key)
+        return key
+
+    def get(self, session: Session, patient_id: str) -> bytes:
+        cached = self._cache.get(patient_id)
+        if cached is not None:
+            return cached
+        row = session.get(PatientKey, patient_id)
+        if row is None:
+            raise KeyUnavailableError(f"patient {patient_id} has no data key")
+        key = self._provider.unwrap(
+            WrappedKey(row.kek_id, row.wrapped), context=_wrap_context(patient_id)
+        )
+        self._cache.put(patient_id, key)
+        return key
+
+    def rewrap(self, session: Session, patient_id: str) -> bool:
+        """Re-wrap under the current KEK (after a KEK rotation); True if it changed."""
+        row = session.get(PatientKey, patient_id)
+        if row is None or row.kek_id == self._provider.current_kek_id:
+            return False
+        key = self._provider.unwrap(
+            WrappedKey(row.kek_id, row.wrapped), context=_wrap_context(patient_id)
+        )
+        wrapped = self._provider.wrap(key, context=_wrap_context(patient_id))
+        row.kek_id, row.wrapped = wrapped.kek_id, wrapped.blob
+        session.add(row)
+        return True
+
+    def destroy(self, session: Session, patient_id: str) -> None:
+        """Crypto-shred: delete the wrapped key; every ciphertext of the patient is now noise."""
+        row = session.get(PatientKey, patient_id)
+        if row is not None:
+            session.delete(row)
+        self._cache.forget(patient_id)

@@ -1,0 +1,352 @@
+"""Database tables (SQLModel) and the API's ``*Create`` / ``*Public`` schemas.
+
+Storage rule (DESIGN.md section 5): plaintext columns are only what queries need: surrogate
+ids, codes, states and times. Everything clinical or identifying (names, MRN, date of birth,
+contact, device serials and information, observation values, raw device bytes) lives in a
+``*_ct`` column sealed by :mod:`hospital_server.fieldcrypt` with the patient's data key and
+associated data binding table, column, row and patient. MRN lookups use ``mrn_index``, a keyed
+blind index. ``*Public`` models are what the API returns; they never include a ``*_ct`` column
+or a hash, so a response schema cannot leak one by accident.
+
+Timestamps are stored as UTC and read back timezone-aware on both backends (:class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    LargeBinary,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "AuditEvent",
+    "Consent",
+    "ConsentCreate",
+    "ConsentKind",
+    "ConsentPublic",
+    "Credential",
+    "Device",
+    "DeviceCreate",
+    "DevicePublic",
+    "DeviceStatus",
+    "EnrollmentCode",
+    "Gateway",
+    "GatewayPublic",
+    "IngestedEnvelope",
+    "Observation",
+    "Patient",
+    "PatientCreate",
+    "PatientKey",
+    "PatientPublic",
+    "PatientStatus",
+    "Quarantine",
+    "StaffUser",
+    "UTCDateTime",
+    "new_id",
+    "utcnow",
+]
+
+
+def new_id() -> str:
+    """Random surrogate id (UUID4, 36 chars): carries nothing about the person or device."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; naive input is refused, not guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite has no time zone type: store naive UTC there, aware elsewhere.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(UTCDateTime(), nullable=nullable, index=index),
+    )
+
+
+def _blob(*, nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(LargeBinary, nullable=nullable))
+
+
+class PatientStatus:
+    ACTIVE = "active"
+    DISCHARGED = "discharged"
+    ERASED = "erased"
+    ALL = frozenset({ACTIVE, DISCHARGED, ERASED})
+
+
+class DeviceStatus:
+    PENDING = "pending"  # registered, enrollment code issued, no credential yet
+    ENROLLED = "enrolled"
+    REVOKED = "revoked"
+    ALL = frozenset({PENDING, ENROLLED, REVOKED})
+
+
+class ConsentKind:
+    COLLECTION = "collection"  # remote-monitoring collection: ingest refuses without it
+    AI_RESEARCH = "ai_research"  # secondary use: pseudonymised export
+    ALL = frozenset({COLLECTION, AI_RESEARCH})
+
+
+# --------------------------------------------------------------------------- patients
+
+
+class Patient(SQLModel, table=True):
+    __tablename__ = "patient"
+
+    id: str = Field(primary_key=True, max_length=36)
+    status: str = Field(max_length=16, index=True)
+    mrn_index: str = Field(max_length=64, unique=True)  # HMAC blind index, hex
+    name_ct: bytes = _blob()
+    mrn_ct: bytes = _blob()
+    dob_ct: bytes | None = _blob(nullable=True)
+    contact_ct: bytes | None = _blob(nullable=True)
+    created_at: datetime = _ts()
+
+
+class PatientKey(SQLModel, table=True):
+    """The patient's data key, wrapped by a key-encryption key. Deleting it crypto-shreds."""
+
+    __tablename__ = "patient_key"
+
+    patient_id: str = Field(primary_key=True, foreign_key="patient.id", max_length=36)
+    kek_id: str = Field(max_length=64)
+    wrapped: bytes = _blob()
+    created_at: datetime = _ts()
+
+
+class PatientCreate(SQLModel):
+    name: str = Field(min_length=1, max_length=200)
+    mrn: str = Field(min_length=1, max_length=64)
+    date_of_birth: date | None = None
+    contact: str | None = Field(default=None, max_length=500)
+
+
+class PatientPublic(SQLModel):
+    id: str
+    status: str
+    name: str
+    mrn: str
+    date_of_birth: date | None
+    contact: str | None
+    created_at: datetime
+
+
+class Consent(SQLModel, table=True):
+    """Append-only consent history; the newest row per (patient, kind) is in force."""
+
+    __tablename__ = "consent"
+    __table_args__ = (Index("ix_consent_patient_kind", "patient_id", "kind", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: str = Field(foreign_key="patient.id", max_length=36)
+    kind: str = Field(max_length=32)
+    granted: bool
+    recorded_by: str = Field(max_length=36)
+    recorded_at: datetime = _ts()
+
+
+class ConsentCreate(SQLModel):
+    kind: Literal["collection", "ai_research"]
+    granted: bool
+
+
+class ConsentPublic(SQLModel):
+    id: int
+    patient_id: str
+    kind: str
+    granted: bool
+    recorded_by: str
+    recorded_at: datetime
+
+
+# --------------------------------------------------------------------------- devices
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "device"
+
+    id: str = Field(primary_key=True, max_length=36)  # the device id named in its certificate
+    patient_id: str = Field(foreign_key="patient.id", max_length=36, index=True)
+    kind: str = Field(max_length=32)  # coarse device type code, e.g. "blood_pressure"
+    status: str = Field(max_length=16)
+    info_ct: bytes | None = _blob(nullable=True)  # PHD information (model, serial, system id)
+    created_at: datetime = _ts()
+    enrolled_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class DeviceCreate(SQLModel):
+    kind: str = Field(regex=r"^[a-z_]{1,32}$")
+
+
+class DevicePublic(SQLModel):
+    id: str
+    patient_id: str
+    kind: str
+    status: str
+    created_at: datetime
+    enrolled_at: datetime | None
+    revoked_at: datetime | None
+
+
+class EnrollmentCode(SQLModel, table=True):
+    """A one-time enrollment code, stored only as its SHA-256 (codes carry 128+ bits)."""
+
+    __tablename__ = "enrollment_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(foreign_key="device.id", max_length=36, index=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    attempts: int = 0
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(nullable=True)
+
+
+class Credential(SQLModel, table=True):
+    """A device credential certificate; ``kid`` is SHA-256 of its DER (the COSE kid)."""
+
+    __tablename__ = "credential"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(foreign_key="device.id", max_length=36, index=True)
+    serial: str = Field(max_length=64)
+    cert_der: bytes = _blob()
+    not_before: datetime = _ts()
+    not_after: datetime = _ts()
+    issued_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class Gateway(SQLModel, table=True):
+    __tablename__ = "gateway"
+
+    id: str = Field(primary_key=True, max_length=64)  # certificate CN = MQTT identity
+    status: str = Field(max_length=16)  # active | revoked
+    created_at: datetime = _ts()
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class GatewayPublic(SQLModel):
+    id: str
+    status: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+class IngestedEnvelope(SQLModel, table=True):
+    """One accepted envelope. The unique (device, seq) pair makes redelivery idempotent."""
+
+    __tablename__ = "ingested_envelope"
+    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_envelope_device_seq"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    device_id: str = Field(foreign_key="device.id", max_length=36)
+    patient_id: str = Field(foreign_key="patient.id", max_length=36, index=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # SHA-256 of the signed COSE_Sign1: tells a redelivery (same) from a replay (different).
+    signed_digest: str = Field(max_length=64)
+    kid: str = Field(max_length=64)
+    recipient_kid: str = Field(max_length=64)
+    gateway_id: str = Field(max_length=64)
+    sealed_at: datetime = _ts()
+    received_at: datetime = _ts()
+    observations: int
+    raw_ct: bytes | None = _blob(nullable=True)  # raw characteristic bytes + PHD info
+
+
+class Observation(SQLModel, table=True):
+    __tablename__ = "observation"
+    __table_args__ = (
+        UniqueConstraint("device_id", "content_id", name="uq_observation_device_content"),
+        Index("ix_observation_patient_time", "patient_id", "measured_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    patient_id: str = Field(foreign_key="patient.id", max_length=36)
+    device_id: str = Field(foreign_key="device.id", max_length=36)
+    envelope_id: str = Field(foreign_key="ingested_envelope.id", max_length=36, index=True)
+    content_id: str = Field(max_length=128)
+    mdc_code: int
+    # ok | implausible (outside plausibility range) | special (NaN, NRes, INF, reserved)
+    quality: str = Field(max_length=16)
+    measured_at: datetime | None = _ts(nullable=True)
+    received_at: datetime = _ts()
+    value_ct: bytes = _blob()  # the observation's wire dict (value, unit, flags, components)
+
+
+class Quarantine(SQLModel, table=True):
+    """Rejected envelopes kept sealed, with the public reason, for review."""
+
+    __tablename__ = "quarantine"
+
+    id: int | None = Field(default=None, primary_key=True)
+    reason: str = Field(max_length=32, index=True)
+    gateway_id: str = Field(max_length=64)
+    device_id: str | None = Field(default=None, max_length=36)
+    kid: str | None = Field(default=None, max_length=64)
+    size: int
+    sealed: bytes = _blob()  # still HPKE-sealed: quarantine holds no plaintext
+    received_at: datetime = _ts()
+
+
+# --------------------------------------------------------------------------- staff, audit
+
+
+class StaffUser(SQLModel, table=True):
+    __tablename__ = "staff_user"
+
+    id: str = Field(primary_key=True, max_length=36)
+    username: str = Field(max_length=64, unique=True)
+    password_hash: str = Field(max_length=256)
+    role: str = Field(max_length=16)
+    active: bool = True
+    created_at: datetime = _ts()
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only audit entries: ids and codes only, never values or names."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(index=True)
+    event_type: str = Field(max_length=32, index=True)
+    actor: str = Field(max_length=64)
+    subject: str | None = Field(default=None, max_length=64)
+    detail: str = Field(default="{}", max_length=2000)  # JSON of ids and reason codes
