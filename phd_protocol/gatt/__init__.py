@@ -1,0 +1,137 @@
+"""Bluetooth GATT health-device characteristics: decode, encode, and turn into observations.
+
+One module per characteristic (or per family sharing a layout); each value is a frozen,
+keyword-only dataclass with ``encode() -> bytes``, ``decode(bytes)`` and ``observations(ctx)``.
+:data:`CODECS` is the dispatch table keyed by the 16-bit characteristic UUID.
+
+Public entry points::
+
+    value = decode(0x2A35, data)            # or decode("2A35", ...), or a 128-bit UUID string
+    data = encode(value)                     # value.encode()
+    obs = to_observations(value, device=dev_id, received_at=now)
+
+Every parser checks each length before reading and raises the one
+:class:`~phd_protocol.errors.ParseError` (naming characteristic, field and offset, never the
+bytes) for truncated input, trailing bytes, reserved/RFU flag bits and reserved enumerations.
+Nothing else escapes a parser (tests/protocol/gatt/test_fuzz.py holds every parser to this).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, tzinfo
+from types import MappingProxyType
+from typing import Protocol
+
+from phd_protocol.errors import ParseError
+from phd_protocol.gatt._codec import Characteristic, ObservationContext
+from phd_protocol.gatt.blood_pressure import (
+    BloodPressureMeasurement,
+    BloodPressureStatus,
+    IntermediateCuffPressure,
+    PressureUnit,
+)
+from phd_protocol.gatt.date_time import DateTime
+from phd_protocol.observation import Observation
+
+__all__ = [
+    "CODECS",
+    "BloodPressureMeasurement",
+    "BloodPressureStatus",
+    "Characteristic",
+    "DateTime",
+    "IntermediateCuffPressure",
+    "ObservationContext",
+    "PressureUnit",
+    "decode",
+    "encode",
+    "parse_uuid",
+    "to_observations",
+]
+
+_MAX_VALUE = 512  # ATT_MAX_ATTRIBUTE_LEN (Bluetooth Core Vol 3 Part F 3.2.9)
+_BASE_UUID = re.compile(r"^0000([0-9a-f]{4})-0000-1000-8000-00805f9b34fb$")
+_SHORT_UUID = re.compile(r"^(?:0x)?([0-9a-f]{4})$")
+
+
+class _Decoder(Protocol):
+    uuid: int
+    name: str
+
+    def decode(self, data: bytes) -> Characteristic: ...
+
+
+def _table(*classes: type[Characteristic]) -> MappingProxyType[int, type[Characteristic]]:
+    table: dict[int, type[Characteristic]] = {}
+    for cls in classes:
+        if cls.uuid in table:  # pragma: no cover - guards the table literal below
+            raise RuntimeError("duplicate characteristic UUID in CODECS")
+        table[cls.uuid] = cls
+    return MappingProxyType(table)
+
+
+CODECS = _table(
+    BloodPressureMeasurement,
+    IntermediateCuffPressure,
+    DateTime,
+)
+"""Characteristic UUID -> value class (each has ``decode``, ``encode``, ``observations``)."""
+
+
+def parse_uuid(uuid: int | str) -> int:
+    """A 16-bit UUID from an int, ``"2A35"``, ``"0x2a35"`` or the 128-bit Bluetooth base form."""
+    if isinstance(uuid, bool):
+        raise ParseError("characteristic UUID must be an int or a string")
+    if isinstance(uuid, int):
+        if not 0 <= uuid <= 0xFFFF:
+            raise ParseError("characteristic UUID must be a 16-bit value")
+        return uuid
+    if not isinstance(uuid, str):
+        raise ParseError("characteristic UUID must be an int or a string")
+    if len(uuid) > 40:
+        raise ParseError("characteristic UUID string is too long")
+    text = uuid.strip().lower()
+    match = _SHORT_UUID.fullmatch(text) or _BASE_UUID.fullmatch(text)
+    if match is None:
+        raise ParseError("characteristic UUID is not a 16-bit or Bluetooth base UUID")
+    return int(match.group(1), 16)
+
+
+def decode(uuid: int | str, data: bytes) -> Characteristic:
+    """Decode one characteristic value; ParseError for anything that is not to the spec."""
+    code = parse_uuid(uuid)
+    cls = CODECS.get(code)
+    if cls is None:
+        raise ParseError(f"characteristic {code:04X} is not supported")
+    if len(data) > _MAX_VALUE:
+        raise ParseError(f"{cls.name} ({code:04X}): value longer than {_MAX_VALUE} bytes")
+    decoder: _Decoder = cls  # type: ignore[assignment]  # every CODECS class has decode()
+    try:
+        return decoder.decode(data)
+    except ParseError:
+        raise
+    except ValueError as exc:
+        # A constructor refused a decoded field; its message names the field, not the value.
+        raise ParseError(f"{cls.name} ({code:04X}): {exc}") from None
+
+
+def encode(value: Characteristic) -> bytes:
+    """The characteristic value bytes (``value.encode()``)."""
+    return value.encode()
+
+
+def to_observations(
+    value: Characteristic,
+    *,
+    device: str,
+    received_at: datetime,
+    device_tz: tzinfo = UTC,
+) -> tuple[Observation, ...]:
+    """The coded observations of one decoded value.
+
+    The time is the device's time stamp when the characteristic carries one (read in
+    ``device_tz``, time source ``device``), else ``received_at`` (time source ``agent``).
+    Descriptive characteristics (device information, clocks, RACP) give no observations.
+    """
+    ctx = ObservationContext(device=device, received_at=received_at, device_tz=device_tz)
+    return value.observations(ctx)
