@@ -1,0 +1,145 @@
+"""COSE_Sign1 (RFC 9052 section 4.2) with EdDSA (-8) and ES256 (-7), in one strict profile.
+
+What it is for: the signature layer of Envelope v1. A device signs its payload with its
+credential key; the hospital checks the signature with the certificate named by ``kid``.
+
+The profile accepted (and produced) here is deliberately narrow, so there is one encoding per
+message and nothing an attacker can steer::
+
+    18([                      ; tag 18, COSE_Sign1 (RFC 9052 section 4.2)
+        h'A2 01 <alg> 04 <kid>',  ; protected: exactly {1: alg, 4: kid}, deterministic CBOR
+        {},                   ; unprotected: empty (everything that matters is signed)
+        h'<payload>',         ; attached payload (detached payloads are refused)
+        h'<signature>'        ; 64 bytes: Ed25519, or ES256 as raw r||s (RFC 9053 section 2.1)
+    ])
+
+    Sig_structure = ["Signature1", protected, h'', payload]   ; RFC 9052 section 4.4
+
+The algorithm is taken from the protected header but must also match the verifying key's type
+(no algorithm confusion: an ES256 header never gets an Ed25519 key checked against it, nor the
+reverse). Structural problems raise :class:`CoseError` (a ParseError); a signature that does
+not verify raises the opaque :class:`~phd_protocol.crypto.CryptoError`.
+
+This module must never verify with a key chosen by the message (the caller looks the key up by
+``kid`` through its own trust decisions), never accept an unprotected ``alg`` or ``kid``, and
+never log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from phd_protocol import cbor, crypto
+from phd_protocol.crypto import COSE_EDDSA, COSE_ES256, SigningKey, VerifyingKey
+from phd_protocol.errors import ParseError
+
+__all__ = [
+    "HEADER_ALG",
+    "HEADER_KID",
+    "MAX_KID_SIZE",
+    "SUPPORTED_ALGORITHMS",
+    "CoseError",
+    "Sign1",
+    "sig_structure",
+    "sign1",
+    "verify_sign1",
+]
+
+HEADER_ALG = 1  # RFC 9052 section 3.1, Table 2
+HEADER_KID = 4
+SUPPORTED_ALGORITHMS = frozenset({COSE_EDDSA, COSE_ES256})
+MAX_KID_SIZE = 64
+_SIGNATURE_SIZE = 64  # Ed25519 (RFC 8032) and ES256 r||s (RFC 9053 section 2.1) alike
+_CONTEXT_SIGNATURE1 = "Signature1"
+
+
+class CoseError(ParseError):
+    """A COSE_Sign1 message is not in our profile; the message names the rule, not content."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sign1:
+    """A structurally valid COSE_Sign1 message, not yet verified.
+
+    ``protected`` keeps the exact protected-header bytes: the signature covers them, not their
+    decoded form.
+    """
+
+    alg: int
+    kid: bytes
+    payload: bytes
+    signature: bytes
+    protected: bytes
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_size: int = cbor.DEFAULT_MAX_SIZE) -> Sign1:
+        """Parse a tagged COSE_Sign1; CoseError unless it is exactly our profile."""
+        try:
+            # Depth 3: tag -> array -> unprotected map. The payload stays an opaque byte string.
+            value = cbor.decode(
+                data, max_depth=3, max_size=max_size, tags=frozenset({cbor.TAG_COSE_SIGN1})
+            )
+        except cbor.CborError as exc:
+            raise CoseError(f"COSE_Sign1 is not deterministic CBOR ({exc.rule})") from exc
+        if not isinstance(value, cbor.Tag) or value.number != cbor.TAG_COSE_SIGN1:
+            raise CoseError("COSE_Sign1 must carry tag 18")
+        body = value.value
+        if not isinstance(body, list) or len(body) != 4:
+            raise CoseError("COSE_Sign1 must be an array of four items")
+        protected, unprotected, payload, signature = body
+        if not isinstance(protected, bytes):
+            raise CoseError("protected header must be a byte string")
+        if unprotected != {}:
+            raise CoseError("unprotected header must be empty")
+        if not isinstance(payload, bytes):
+            raise CoseError("payload must be an attached byte string")
+        if not isinstance(signature, bytes) or len(signature) != _SIGNATURE_SIZE:
+            raise CoseError(f"signature must be {_SIGNATURE_SIZE} bytes")
+        alg, kid = _parse_protected(protected)
+        return cls(alg=alg, kid=kid, payload=payload, signature=signature, protected=protected)
+
+
+def _parse_protected(protected: bytes) -> tuple[int, bytes]:
+    try:
+        header = cbor.decode(protected, max_depth=1, tags=frozenset())
+    except cbor.CborError as exc:
+        raise CoseError(f"protected header is not deterministic CBOR ({exc.rule})") from exc
+    if not isinstance(header, dict) or set(header) != {HEADER_ALG, HEADER_KID}:
+        raise CoseError("protected header must be exactly {alg, kid}")
+    alg = header[HEADER_ALG]
+    kid = header[HEADER_KID]
+    if type(alg) is not int or alg not in SUPPORTED_ALGORITHMS:
+        raise CoseError("unsupported algorithm")
+    if not isinstance(kid, bytes) or not 1 <= len(kid) <= MAX_KID_SIZE:
+        raise CoseError(f"kid must be 1..{MAX_KID_SIZE} bytes")
+    return alg, kid
+
+
+def _protected_header(alg: int, kid: bytes) -> bytes:
+    return cbor.encode({HEADER_ALG: alg, HEADER_KID: kid})
+
+
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """The bytes actually signed (RFC 9052 section 4.4), with empty external AAD."""
+    return cbor.encode([_CONTEXT_SIGNATURE1, protected, b"", payload])
+
+
+def sign1(key: SigningKey, *, kid: bytes, payload: bytes) -> bytes:
+    """Sign ``payload`` and return the tagged COSE_Sign1 bytes; alg follows the key type."""
+    if not 1 <= len(kid) <= MAX_KID_SIZE:
+        raise ValueError(f"kid must be 1..{MAX_KID_SIZE} bytes")
+    alg = crypto.signature_algorithm(key)
+    protected = _protected_header(alg, kid)
+    signature = crypto.sign(key, sig_structure(protected, payload))
+    return cbor.encode(cbor.Tag(cbor.TAG_COSE_SIGN1, [protected, {}, payload, signature]))
+
+
+def verify_sign1(message: Sign1, key: VerifyingKey) -> None:
+    """Verify ``message`` with ``key`` or raise CryptoError (also for an alg/key mismatch)."""
+    try:
+        key_alg = crypto.signature_algorithm(key)
+    except ValueError:
+        raise crypto.CryptoError from None
+    if key_alg != message.alg:
+        raise crypto.CryptoError
+    crypto.verify(key, message.signature, sig_structure(message.protected, message.payload))
