@@ -44,6 +44,19 @@ class PkiLayout:
         return self.root / "crl" / "bundle.crl"
 
     @property
+    def root_crl(self) -> Path:
+        """CRL of the root CA (revokes issuing CAs); long next-update, signed offline."""
+        return self.root / "crl" / "root-ca.crl"
+
+    @property
+    def client_ca_bundle(self) -> Path:
+        """Root + gateway CA + service CA: what the broker trusts for *client* certificates.
+
+        The device CA is left out on purpose: device credentials never authenticate TLS.
+        """
+        return self.root / "client-ca-bundle.crt"
+
+    @property
     def ca_bundle(self) -> Path:
         """Root + the three issuing CAs, for peers that must accept any of them."""
         return self.root / "ca-bundle.crt"
@@ -58,6 +71,14 @@ class PkiLayout:
         return self.root / "broker.key"
 
     @property
+    def broker_chain(self) -> Path:
+        return self.root / "broker-chain.crt"
+
+    @property
+    def server_chain(self) -> Path:
+        return self.root / "server-chain.crt"
+
+    @property
     def server_cert(self) -> Path:
         return self.root / "server.crt"
 
@@ -70,6 +91,23 @@ class PkiLayout:
 
     def ingest_worker_key(self, name: str = "ingest-1") -> Path:
         return self.root / "workers" / f"{name}.key"
+
+    def ingest_worker_chain(self, name: str = "ingest-1") -> Path:
+        return self.root / "workers" / f"{name}-chain.crt"
+
+    # -- certificates for odd purposes (tests, one-off clients): issue_client_certificate
+    def extra_cert(self, name: str) -> Path:
+        return self.root / "extra" / f"{name}.crt"
+
+    def extra_chain(self, name: str) -> Path:
+        return self.root / "extra" / f"{name}-chain.crt"
+
+    def extra_key(self, name: str) -> Path:
+        return self.root / "extra" / f"{name}.key"
+
+    # -- device credentials issued at enrollment (certificate only; the key stays on the agent)
+    def device_cert(self, device_id: str) -> Path:
+        return self.root / "devices" / f"{device_id}.crt"
 
     # -- gateways (gateway CA); NAME becomes the certificate CN and the MQTT identity
     def gateway_cert(self, name: str) -> Path:
@@ -96,6 +134,11 @@ class PkiLayout:
     @property
     def audit_signing_key(self) -> Path:
         return self.root / "audit-signing.key"
+
+    @property
+    def audit_verify_key(self) -> Path:
+        """Public half of the audit signing key (PEM), for ``phd audit verify``."""
+        return self.root / "audit-signing.pub"
 
     @property
     def revocations(self) -> Path:
