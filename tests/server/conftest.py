@@ -8,16 +8,21 @@ PostgreSQL); each test gets a fresh copy.
 from __future__ import annotations
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
+from hospital_server.context import ServerContext, tcp_probe
 from hospital_server.db import SessionFactory, make_engine, make_session_factory
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.keys import LocalKeyFileProvider
 from hospital_server.migrations import upgrade
+from hospital_server.settings import Settings
+from hospital_server.staff import create_staff_user
 from tests.pg_fixtures import PostgresServer, fresh_database, postgresql_server
 
 __all__ = ["postgresql_server"]
@@ -84,3 +89,35 @@ def provider(key_file: Path) -> LocalKeyFileProvider:
 @pytest.fixture
 def patient_keys(provider: LocalKeyFileProvider) -> PatientKeys:
     return PatientKeys(provider)
+
+
+# ---------------------------------------------------------------- API
+
+
+ADMIN = ("admin", "correct horse battery staple")
+CLINICIAN = ("dr-who", "another long password")
+
+
+@pytest.fixture
+def settings(db_url: str, key_file: Path) -> Settings:
+    return Settings(profile="dev", database_url=SecretStr(db_url), key_file=key_file)
+
+
+@pytest.fixture
+def broker_listener() -> Iterator[tuple[str, int]]:
+    """A real listening TCP socket standing where the broker is expected (readiness only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield "127.0.0.1", int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def context(settings: Settings, broker_listener: tuple[str, int]) -> Iterator[ServerContext]:
+    ctx = ServerContext.build(settings, broker_probe=tcp_probe(*broker_listener))
+    with ctx.sessions() as session:
+        create_staff_user(session, ADMIN[0], ADMIN[1], role="admin", actor="bootstrap")
+        create_staff_user(session, CLINICIAN[0], CLINICIAN[1], role="clinician", actor="bootstrap")
+        session.commit()
+    yield ctx
+    ctx.close()

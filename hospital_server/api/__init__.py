@@ -1,0 +1,1 @@
+"""HTTP API: dependencies in ``deps``, one router module per resource in ``routes``."""

@@ -1,0 +1,41 @@
+"""The FastAPI application factory. Nothing is built at import time.
+
+``create_app(settings)`` builds a :class:`~hospital_server.context.ServerContext` (engine, key
+provider, metrics) unless one is passed in (tests, or ``phd server run`` sharing it with the
+ingest workers), and mounts the routers. The OpenAPI document is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hospital_server.api.routes import devices, gateways, health, patients
+from hospital_server.context import ServerContext
+from hospital_server.settings import Settings
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, *, context: ServerContext | None = None) -> FastAPI:
+    owned = context is None
+    ctx = context if context is not None else ServerContext.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            ctx.close()
+
+    app = FastAPI(
+        title="PHD hospital server",
+        version="1",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.ctx = ctx
+    for module in (health, patients, devices, gateways):
+        app.include_router(module.router)
+    return app

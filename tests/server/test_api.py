@@ -1,0 +1,188 @@
+"""Staff API through httpx's ASGITransport, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from hospital_server.app import create_app
+from hospital_server.context import ServerContext, tcp_probe
+from hospital_server.models import AuditEvent, Device, EnrollmentCode, Gateway
+from hospital_server.security import hash_enrollment_code
+from hospital_server.settings import Settings
+from tests.server.conftest import ADMIN, CLINICIAN
+
+PATIENT = {"name": "Carol Test", "mrn": "H-1001", "date_of_birth": "1961-07-04"}
+
+
+@pytest.fixture
+async def client(settings: Settings, context: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, context=context)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://server") as c:
+        yield c
+
+
+def _audit(context: ServerContext, event_type: str) -> list[AuditEvent]:
+    with context.sessions() as s:
+        return list(s.exec(select(AuditEvent).where(AuditEvent.event_type == event_type)))
+
+
+async def test_health_readiness_and_metrics(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "database": "ok", "broker": "ok"}
+    text = (await client.get("/metrics")).text
+    for name in (
+        'phd_ingest_envelopes_total{outcome="stored"}',
+        'phd_ingest_rejected_total{reason="gateway_revoked"}',
+        "phd_ingest_seconds_bucket",
+    ):
+        assert name in text
+    assert (await client.get("/openapi.json")).json()["info"]["title"] == "PHD hospital server"
+
+
+async def test_readiness_fails_when_the_broker_is_unreachable(
+    settings: Settings, context: ServerContext
+) -> None:
+    # A port nobody listens on: take one from a socket we close at once.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    ctx = ServerContext(
+        settings=settings,
+        engine=context.engine,
+        sessions=context.sessions,
+        key_provider=context.key_provider,
+        keys=context.keys,
+        metrics=context.metrics,
+        broker_probe=tcp_probe("127.0.0.1", port, timeout=0.5),
+    )
+    app = create_app(settings, context=ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+        r = await c.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["broker"] == "unreachable"
+    assert r.json()["database"] == "ok"
+
+
+async def test_staff_endpoints_need_an_admin(
+    client: httpx.AsyncClient, context: ServerContext
+) -> None:
+    assert (await client.post("/api/v1/patients", json=PATIENT)).status_code == 401
+    wrong = await client.post("/api/v1/patients", json=PATIENT, auth=(ADMIN[0], "wrong password"))
+    assert wrong.status_code == 401
+    unknown = await client.post("/api/v1/patients", json=PATIENT, auth=("nobody", "x" * 20))
+    assert unknown.status_code == 401
+    clinician = await client.post("/api/v1/patients", json=PATIENT, auth=CLINICIAN)
+    assert clinician.status_code == 403
+    failed = await asyncio.to_thread(_audit, context, "auth.failed")
+    assert sorted(e.actor for e in failed) == ["admin", "nobody"]
+    denied = await asyncio.to_thread(_audit, context, "authz.denied")
+    assert len(denied) == 1
+
+
+async def test_patient_consent_device_registration_and_revocation(
+    client: httpx.AsyncClient, context: ServerContext
+) -> None:
+    r = await client.post("/api/v1/patients", json=PATIENT, auth=ADMIN)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    assert set(r.json()) == {"id", "status", "created_at"}  # no identifiers echoed back
+    dup = await client.post("/api/v1/patients", json={**PATIENT, "mrn": " h-1001"}, auth=ADMIN)
+    assert dup.status_code == 409
+
+    for kind, granted in (("collection", True), ("ai_research", True), ("ai_research", False)):
+        c = await client.post(
+            f"/api/v1/patients/{pid}/consents",
+            json={"kind": kind, "granted": granted},
+            auth=ADMIN,
+        )
+        assert c.status_code == 201
+    bad = await client.post(
+        f"/api/v1/patients/{pid}/consents", json={"kind": "marketing", "granted": True}, auth=ADMIN
+    )
+    assert bad.status_code == 422
+    history = (await client.get(f"/api/v1/patients/{pid}/consents", auth=ADMIN)).json()
+    assert [(h["kind"], h["granted"]) for h in history] == [
+        ("collection", True),
+        ("ai_research", True),
+        ("ai_research", False),
+    ]
+    assert len(await asyncio.to_thread(_audit, context, "consent.changed")) == 3
+
+    reg = await client.post(
+        f"/api/v1/patients/{pid}/devices", json={"kind": "blood_pressure"}, auth=ADMIN
+    )
+    assert reg.status_code == 201, reg.text
+    body = reg.json()
+    code = body["enrollment_code"]
+    assert len(code.replace("-", "")) >= 26
+    assert base64.b64decode(body["qr_png_base64"]).startswith(b"\x89PNG\r\n\x1a\n")
+    device_id = body["device"]["id"]
+    assert body["device"]["status"] == "pending"
+
+    def stored_codes() -> list[str]:
+        with context.sessions() as s:
+            return [c.code_hash for c in s.exec(select(EnrollmentCode))]
+
+    # Only the hash of the code is at rest.
+    assert await asyncio.to_thread(stored_codes) == [hash_enrollment_code(code)]
+
+    listed = (await client.get("/api/v1/devices", params={"patient_id": pid}, auth=ADMIN)).json()
+    assert [d["id"] for d in listed] == [device_id]
+
+    rev = await client.post(f"/api/v1/devices/{device_id}/revoke", auth=ADMIN)
+    assert rev.status_code == 200
+    assert rev.json()["status"] == "revoked"
+    again = await client.post(f"/api/v1/devices/{device_id}/revoke", auth=ADMIN)
+    assert again.status_code == 409
+    missing = await client.post("/api/v1/devices/nope/revoke", auth=ADMIN)
+    assert missing.status_code == 404
+
+    def device_status() -> str:
+        with context.sessions() as s:
+            d = s.get(Device, device_id)
+            assert d is not None
+            return d.status
+
+    assert await asyncio.to_thread(device_status) == "revoked"
+    revoked = await asyncio.to_thread(_audit, context, "device.revoked")
+    assert [e.subject for e in revoked] == [device_id]
+    assert all("Carol" not in e.detail for e in revoked)
+
+
+async def test_register_device_for_unknown_patient_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/api/v1/patients/unknown/devices", json={"kind": "blood_pressure"}, auth=ADMIN
+    )
+    assert r.status_code == 404
+
+
+async def test_gateway_revocation_is_recorded_and_audited(
+    client: httpx.AsyncClient, context: ServerContext
+) -> None:
+    r = await client.post("/api/v1/gateways/gw-home-7/revoke", auth=ADMIN)
+    assert r.status_code == 200
+    assert r.json()["status"] == "revoked"
+    bad = await client.post("/api/v1/gateways/..%2Fetc/revoke", auth=ADMIN)
+    assert bad.status_code in (404, 422)
+
+    def row() -> Gateway | None:
+        with context.sessions() as s:
+            return s.get(Gateway, "gw-home-7")
+
+    gw = await asyncio.to_thread(row)
+    assert gw is not None
+    assert gw.status == "revoked"
+    events = await asyncio.to_thread(_audit, context, "gateway.revoked")
+    assert [(e.subject, json.loads(e.detail)) for e in events] == [("gw-home-7", {})]
