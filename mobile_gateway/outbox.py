@@ -47,6 +47,7 @@ from mobile_gateway.errors import OutboxError, OutboxFullError
 
 __all__ = [
     "TRANSITIONS",
+    "ClaimedEntry",
     "DeadLetter",
     "EntryEvent",
     "EntryState",
@@ -124,6 +125,13 @@ class Settlement:
             raise ValueError("a permanent rejection needs its reason")
         if self.delay < 0:
             raise ValueError("delay must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEntry:
+    entry_id: int
+    envelope: bytes
+    attempts: int  # including this one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,32 +238,32 @@ class Outbox:
             raise OutboxFullError(self._depth, self._bytes)
         return entry_id
 
-    def claim(self, *, batch_id: str, max_count: int, max_bytes: int) -> list[tuple[int, bytes]]:
+    def claim(self, *, batch_id: str, max_count: int, max_bytes: int) -> list[ClaimedEntry]:
         """Move due pending entries (oldest first) into one in-flight batch.
 
         Bounded by count and by total envelope bytes; never returns more than fits.
         """
         now = self._clock()
-        out: list[tuple[int, bytes]] = []
+        out: list[ClaimedEntry] = []
         total = 0
         try:
             with self._tx():
                 rows = self._db.execute(
-                    "SELECT id, envelope, size FROM entry WHERE state = 'pending' "
+                    "SELECT id, envelope, size, attempts FROM entry WHERE state = 'pending' "
                     "AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
                     (now, max_count),
                 ).fetchall()
-                for entry_id, env, size in rows:
+                for entry_id, env, size, attempts in rows:
                     if total + size > max_bytes and out:
                         break
                     if size > max_bytes:
                         continue  # cannot happen with sane bounds; never block the queue
-                    out.append((entry_id, env))
+                    out.append(ClaimedEntry(entry_id, env, attempts + 1))
                     total += size
                 self._db.executemany(
                     "UPDATE entry SET state = 'in_flight', batch_id = ?, attempts = attempts + 1"
                     " WHERE id = ? AND state = 'pending'",
-                    [(batch_id, entry_id) for entry_id, _ in out],
+                    [(batch_id, e.entry_id) for e in out],
                 )
         except sqlite3.Error as exc:
             raise OutboxError(f"claim failed: {type(exc).__name__}") from exc

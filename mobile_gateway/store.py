@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mobile_gateway.errors import OutboxError, OutboxFullError
-from mobile_gateway.outbox import DeadLetter, Outbox, OutboxStats, Settlement
+from mobile_gateway.outbox import ClaimedEntry, DeadLetter, Outbox, OutboxStats, Settlement
 
 __all__ = ["AsyncOutbox"]
 
@@ -93,9 +93,7 @@ class AsyncOutbox:
                 else:
                     fut.set_result(entry_id)
 
-    async def claim(
-        self, *, batch_id: str, max_count: int, max_bytes: int
-    ) -> list[tuple[int, bytes]]:
+    async def claim(self, *, batch_id: str, max_count: int, max_bytes: int) -> list[ClaimedEntry]:
         return await self._run(
             functools.partial(
                 self._outbox.claim, batch_id=batch_id, max_count=max_count, max_bytes=max_bytes

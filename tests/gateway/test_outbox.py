@@ -36,7 +36,7 @@ def test_claim_ack_lifecycle(tmp_path: Path) -> None:
     ids = box.put_many([b"a", b"bb", b"ccc", b"dddd"])
     assert ids == [1, 2, 3, 4]
     batch = box.claim(batch_id="b1", max_count=10, max_bytes=1000)
-    assert [e for _, e in batch] == [b"a", b"bb", b"ccc", b"dddd"]
+    assert [e.envelope for e in batch] == [b"a", b"bb", b"ccc", b"dddd"]
     # A PUBACK is not an ack: nothing changes until settle().
     assert box.stats().in_flight == 4
     changed = box.settle(
@@ -55,7 +55,8 @@ def test_claim_ack_lifecycle(tmp_path: Path) -> None:
     # Backoff honoured: not due yet, then due.
     assert box.claim(batch_id="b2", max_count=10, max_bytes=1000) == []
     clock.now += 5.0
-    assert box.claim(batch_id="b3", max_count=10, max_bytes=1000) == [(4, b"dddd")]
+    (again,) = box.claim(batch_id="b3", max_count=10, max_bytes=1000)
+    assert (again.entry_id, again.envelope, again.attempts) == (4, b"dddd", 2)
     assert box.purge_dead() == 1
     box.close()
 
@@ -76,7 +77,7 @@ def test_in_flight_recovered_as_pending_on_reopen(tmp_path: Path) -> None:
     box._db.close()  # simulate a crash: no checkpoint, no clean close
     again = Outbox(path)
     assert again.stats().pending == 2
-    assert [e for _, e in again.claim(batch_id="c", max_count=10, max_bytes=100)] == [
+    assert [e.envelope for e in again.claim(batch_id="c", max_count=10, max_bytes=100)] == [
         b"one",
         b"two",
     ]
@@ -103,7 +104,7 @@ def test_survives_kill_9_after_put_returned(tmp_path: Path) -> None:
     proc.wait()
     proc.stdout.close()
     box = Outbox(path)
-    got = [e for _, e in box.claim(batch_id="x", max_count=100, max_bytes=10_000)]
+    got = [e.envelope for e in box.claim(batch_id="x", max_count=100, max_bytes=10_000)]
     assert got == [b"env-%d" % i for i in range(50)]
     box.close()
 

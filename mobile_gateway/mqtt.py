@@ -1,0 +1,279 @@
+"""paho-mqtt adapter: one MQTT v5 connection over mutual TLS, bridged into asyncio.
+
+The only module of mobile_gateway that imports paho. The bridge follows aiomqtt: paho's
+network loop runs in its own thread; its callbacks never do work, they only settle asyncio
+futures or feed a bounded queue through ``loop.call_soon_threadsafe``. Blocking paho calls
+(connect with its TLS handshake, publish, subscribe, disconnect) run in a worker thread so the
+event loop never waits on a paho lock. paho's exceptions and return codes are translated into
+:class:`~mobile_gateway.errors.MqttError` here and nowhere else.
+
+One object = one connection. There is no automatic reconnect in here: the uplink owns the
+link state machine and the backoff (mobile_gateway.uplink), so it always knows whether the
+link is up. Must never log payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from mobile_gateway.errors import MqttError
+
+__all__ = ["CBOR_CONTENT_TYPE", "Message", "MqttConnection", "MqttSettings"]
+
+log = logging.getLogger(__name__)
+
+CBOR_CONTENT_TYPE = "application/cbor"
+NOT_AUTHORIZED = 135  # MQTT v5 reason code 0x87
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    host: str
+    port: int
+    client_id: str
+    ssl_context: ssl.SSLContext
+    keepalive: int = 30
+    connect_timeout: float = 10.0
+    queue_size: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+
+
+def _code(rc: ReasonCode | int | Any) -> int:
+    return int(rc.value) if isinstance(rc, ReasonCode) else int(rc)
+
+
+class MqttConnection:
+    """An established MQTT v5 session. Create with :meth:`connect`."""
+
+    def __init__(self, settings: MqttSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self._settings = settings
+        self._loop = loop
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        self._client.tls_set_context(settings.ssl_context)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._connected: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[MqttError] = loop.create_future()
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(settings.queue_size)
+        self.dropped_messages = 0
+        # mid -> future, and results that arrived before their future was registered (paho
+        # may handle the PUBACK in its thread before publish() has returned the mid to us).
+        self._lock = threading.Lock()
+        self._waiters: dict[int, asyncio.Future[int]] = {}
+        self._early: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    async def connect(cls, settings: MqttSettings) -> MqttConnection:
+        """Open TCP + TLS, send CONNECT and wait for a successful CONNACK."""
+        loop = asyncio.get_running_loop()
+        conn = cls(settings, loop)
+        try:
+            await asyncio.wait_for(conn._open(), settings.connect_timeout)
+        except TimeoutError as exc:
+            await conn.close()
+            raise MqttError("connect_timeout") from exc
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _open(self) -> None:
+        try:
+            rc = await asyncio.to_thread(
+                self._client.connect,
+                self._settings.host,
+                self._settings.port,
+                self._settings.keepalive,
+                clean_start=True,
+            )
+        except ssl.SSLError as exc:
+            raise MqttError(f"tls_refused:{exc.reason or 'handshake'}") from exc
+        except OSError as exc:
+            raise MqttError(f"unreachable:{type(exc).__name__}") from exc
+        if rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"connect_failed:{paho.error_string(rc)}")
+        self._thread = threading.Thread(target=self._network_loop, name="mqtt-net", daemon=True)
+        self._thread.start()
+        await asyncio.shield(self._connected)
+
+    def _network_loop(self) -> None:
+        # paho's loop() = select + read + write + keepalive; a non-success code means the
+        # connection is gone (on_disconnect has been or will be called).
+        while not self._stop.is_set():
+            rc = self._client.loop(timeout=0.2)
+            if rc != paho.MQTT_ERR_SUCCESS:
+                self._call(self._settle_closed, MqttError(f"lost:{paho.error_string(rc)}"))
+                break
+
+    async def close(self) -> None:
+        """Send DISCONNECT (if connected), stop the network thread, fail pending waiters."""
+        if self._thread is not None and not self.closed.done():
+            with contextlib.suppress(Exception):  # best effort: the link may already be gone
+                await asyncio.to_thread(self._client.disconnect)
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 5.0)
+        # paho has no public "close everything" for a client whose loop we drove ourselves;
+        # _reset_sockets closes the TCP socket and its wake-up socket pair.
+        await asyncio.to_thread(self._client._reset_sockets)
+        self._settle_closed(MqttError("closed"))
+
+    # ----------------------------------------------------------------- operations
+    async def subscribe(self, topic: str, *, qos: int = 1, ack_wait: float = 10.0) -> int:
+        """Subscribe and wait for SUBACK; raises MqttError("subscribe_refused", code)."""
+        fut = self._loop.create_future()
+        rc, mid = await asyncio.to_thread(self._client.subscribe, topic, qos)
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            raise MqttError(f"subscribe_failed:{paho.error_string(rc)}")
+        code = await self._await_mid(mid, fut, ack_wait)
+        if code >= 0x80:
+            raise MqttError("subscribe_refused", code=code)
+        return code
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        content_type: str | None = CBOR_CONTENT_TYPE,
+        ack_wait: float = 10.0,
+    ) -> int:
+        """Publish and (QoS 1) wait for PUBACK; returns its reason code.
+
+        Raises MqttError("publish_refused", code) for a reason code >= 0x80, e.g. 135 (not
+        authorized) when the ACL forbids the topic. A PUBACK says the broker took the message,
+        nothing more: the outbox ignores it (the hospital's ack decides).
+        """
+        # paho's Properties constructor is unannotated upstream.
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if content_type is not None:
+            props.ContentType = content_type
+        fut = self._loop.create_future()
+        info = await asyncio.to_thread(
+            functools.partial(
+                self._client.publish, topic, payload, qos=qos, retain=False, properties=props
+            )
+        )
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"publish_failed:{paho.error_string(info.rc)}")
+        if qos == 0:
+            return 0
+        code = await self._await_mid(info.mid, fut, ack_wait)
+        if code >= 0x80:
+            raise MqttError("publish_refused", code=code)
+        return code
+
+    async def next_message(self) -> Message:
+        """The next message on a subscribed topic (bounded queue)."""
+        return await self._messages.get()
+
+    # ----------------------------------------------------------------- future plumbing
+    async def _await_mid(self, mid: int, fut: asyncio.Future[int], wait_s: float) -> int:
+        with self._lock:
+            early = self._early.pop(mid, None)
+            if early is None:
+                self._waiters[mid] = fut
+        if early is not None:
+            return early
+        waitables: set[asyncio.Future[Any]] = {fut, self.closed}
+        done, _ = await asyncio.wait(waitables, timeout=wait_s)
+        if fut in done:
+            return fut.result()
+        with self._lock:
+            self._waiters.pop(mid, None)
+        if self.closed in done:
+            raise self.closed.result()
+        raise MqttError("ack_timeout")
+
+    def _settle_mid(self, mid: int, code: int) -> None:  # paho thread
+        with self._lock:
+            fut = self._waiters.pop(mid, None)
+            if fut is None:
+                self._early[mid] = code
+                return
+        self._call(_set_result, fut, code)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(functools.partial(fn, *args))
+
+    def _settle_closed(self, err: MqttError) -> None:  # event loop thread
+        if not self.closed.done():
+            self.closed.set_result(err)
+        if not self._connected.done():
+            self._connected.set_exception(err)
+            self._connected.exception()  # mark retrieved: connect() may not be waiting
+
+    def _deliver(self, msg: Message) -> None:  # event loop thread
+        try:
+            self._messages.put_nowait(msg)
+        except asyncio.QueueFull:
+            # Dropping an ack is safe: the batch times out and is re-sent; the hospital
+            # answers "duplicate". Blocking paho's thread would stall keepalives instead.
+            self.dropped_messages += 1
+
+    # ----------------------------------------------------------------- paho callbacks
+    # These run in paho's thread: they only hand results to the event loop.
+    def _on_connect(
+        self, _c: paho.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        code = _code(rc)
+        if code == 0:
+            self._call(_set_result, self._connected, None)
+        else:
+            self._call(self._settle_closed, MqttError("connect_refused", code=code))
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        self._call(self._settle_closed, MqttError("disconnected", code=_code(rc)))
+
+    def _on_publish(
+        self, _c: paho.Client, _u: object, mid: int, rc: ReasonCode, _p: object
+    ) -> None:
+        self._settle_mid(mid, _code(rc))
+
+    def _on_subscribe(
+        self, _c: paho.Client, _u: object, mid: int, rcs: list[ReasonCode], _p: object
+    ) -> None:
+        self._settle_mid(mid, max((_code(r) for r in rcs), default=0x80))
+
+    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        self._call(self._deliver, Message(topic=msg.topic, payload=bytes(msg.payload)))
+
+
+def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
