@@ -56,6 +56,7 @@ from phd_protocol.pki import (
     build_leaf,
     build_root_ca,
     certificate_pem,
+    certificate_public_key,
     certificates_pem,
     crl_pem,
     csr_public_key,
@@ -216,7 +217,7 @@ def _load_cert(path: Path, layout: PkiLayout) -> x509.Certificate:
 
 def _same_key(cert: x509.Certificate, key: crypto.SigningKey) -> bool:
     return crypto.public_key_pem(key.public_key()) == crypto.public_key_pem(
-        cert.public_key()  # type: ignore[arg-type]  # only Ed25519/P-256 certs are issued here
+        certificate_public_key(cert)
     )
 
 

@@ -11,9 +11,10 @@ import re
 from collections.abc import Sequence
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from phd_protocol.crypto import sha256
+from phd_protocol.crypto import VerifyingKey, sha256
 from phd_protocol.pki.errors import CertificateError, CertificateReason
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "certificate_der",
     "certificate_kid",
     "certificate_pem",
+    "certificate_public_key",
     "certificates_pem",
     "crl_pem",
     "fingerprint",
@@ -102,3 +104,13 @@ def fingerprint(cert: x509.Certificate) -> str:
 def serial_hex(cert: x509.Certificate) -> str:
     """Serial number as lower-case hex without leading zeros (the form ``phd pki`` shows)."""
     return format(cert.serial_number, "x")
+
+
+def certificate_public_key(cert: x509.Certificate) -> VerifyingKey:
+    """The subject key if it is Ed25519 or P-256 (all this PKI issues); else unsupported_key."""
+    key = cert.public_key()
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key
+    raise CertificateError(CertificateReason.UNSUPPORTED_KEY, "only Ed25519 and P-256 keys")
