@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from phd_protocol.errors import ParseError
@@ -52,7 +53,9 @@ _CHAR_RE = re.compile(r"^[0-9A-F]{4}$")
 _MAX_COMPONENTS = 64
 _MAX_FLAGS = 64
 _SPECIAL_BY_WIRE = {s.value: s for s in SpecialValue}
-_ID_DOMAIN = b"phd-observation-id/v1"
+_ID_DOMAIN = "phd-observation-id/v1"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class TimeSource(enum.StrEnum):
@@ -114,7 +117,7 @@ def _utc(moment: object, what: str) -> datetime | None:
         return None
     if not isinstance(moment, datetime) or moment.tzinfo is None:
         raise ValueError(f"{what} must be a timezone-aware datetime or None")
-    return moment.astimezone(UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +134,7 @@ class Component:
         _check_loinc(self.loinc, "component loinc")
 
 
+@lru_cache(maxsize=8192)
 def _canonical_number(value: MedicalNumber) -> str:
     # 120.5 and 120.50 are the same reading: hash the normalised coefficient and exponent,
     # never a float rendering.
@@ -162,25 +166,34 @@ def content_id(
     """The content-derived id (32 hex digits: SHA-256 truncated to 128 bits).
 
     ``time`` is the device's own clock reading when there is one (so clock correction and
-    repeated downloads do not change the id), else the agent receive time.
+    repeated downloads do not change the id), else the agent receive time. The hashed text
+    joins the parts with NUL, which none of them can contain (device and unit are printable
+    ASCII, flags are ``[a-z0-9_.:-]``, numbers and times are canonical), so distinct inputs
+    never hash the same text.
     """
-    parts = [
-        _ID_DOMAIN,
-        device.encode("utf-8"),
-        str(mdc_code).encode(),
-        b"-" if value is None else _canonical_number(value).encode(),
-        ";".join(f"{c.mdc_code}={_canonical_number(c.value)}" for c in components).encode(),
-        str(unit_mdc).encode(),
-        unit.encode("utf-8"),
-        b"-" if time is None else format_time(time).encode(),
-        ",".join(sorted(flags)).encode("utf-8"),
-    ]
-    # Length-prefix every part so no two different tuples hash the same bytes.
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(len(part).to_bytes(4, "big"))
-        digest.update(part)
-    return digest.hexdigest()[:32]
+    _check_text(device, _DEVICE_RE, "device must be 1-128 printable ASCII characters")
+    _check_text(unit, _UCUM_RE, "unit must be a UCUM code (1-32 printable ASCII)")
+    if time is None:
+        stamp = "-"
+    else:
+        if time.tzinfo is None:
+            raise ValueError("time must be timezone-aware")
+        # Exact integer microseconds since the epoch: independent of the zone it is given in.
+        stamp = str((time - _EPOCH) // _MICROSECOND)
+    text = "\x00".join(
+        (
+            _ID_DOMAIN,
+            device,
+            str(mdc_code),
+            "-" if value is None else _canonical_number(value),
+            ";".join(f"{c.mdc_code}={_canonical_number(c.value)}" for c in components),
+            str(unit_mdc),
+            unit,
+            stamp,
+            ",".join(sorted(flags)),
+        )
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,10 +259,7 @@ class Observation:
         char: int | None = None,
     ) -> Observation:
         """Build an observation and compute its content id for ``device``."""
-        _check_text(device, _DEVICE_RE, "device must be 1-128 printable characters")
         identity_time = device_time if device_time is not None else time
-        if identity_time is not None and identity_time.tzinfo is None:
-            raise ValueError("times must be timezone-aware")
         return cls(
             id=content_id(
                 device=device,

@@ -19,9 +19,10 @@ Nothing else escapes a parser (tests/protocol/gatt/test_fuzz.py holds every pars
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from types import MappingProxyType
-from typing import Protocol
 
 from phd_protocol.errors import ParseError
 from phd_protocol.gatt._codec import Characteristic, ObservationContext
@@ -32,17 +33,65 @@ from phd_protocol.gatt.blood_pressure import (
     PressureUnit,
 )
 from phd_protocol.gatt.date_time import DateTime
+from phd_protocol.gatt.glucose import (
+    GlucoseConcentrationUnit,
+    GlucoseMeasurement,
+    GlucoseSampleLocation,
+    GlucoseSensorStatus,
+    GlucoseType,
+)
+from phd_protocol.gatt.glucose_context import (
+    CarbohydrateId,
+    GlucoseMeasurementContext,
+    Health,
+    Meal,
+    MedicationId,
+    MedicationUnit,
+    Tester,
+)
+from phd_protocol.gatt.racp import (
+    RacpError,
+    RacpFilterType,
+    RacpNumberOfRecords,
+    RacpOpCode,
+    RacpOperator,
+    RacpRequest,
+    RacpResponse,
+    RacpResponseCode,
+    decode_racp,
+)
 from phd_protocol.observation import Observation
 
 __all__ = [
     "CODECS",
     "BloodPressureMeasurement",
     "BloodPressureStatus",
+    "CarbohydrateId",
     "Characteristic",
+    "Codec",
     "DateTime",
+    "GlucoseConcentrationUnit",
+    "GlucoseMeasurement",
+    "GlucoseMeasurementContext",
+    "GlucoseSampleLocation",
+    "GlucoseSensorStatus",
+    "GlucoseType",
+    "Health",
     "IntermediateCuffPressure",
+    "Meal",
+    "MedicationId",
+    "MedicationUnit",
     "ObservationContext",
     "PressureUnit",
+    "RacpError",
+    "RacpFilterType",
+    "RacpNumberOfRecords",
+    "RacpOpCode",
+    "RacpOperator",
+    "RacpRequest",
+    "RacpResponse",
+    "RacpResponseCode",
+    "Tester",
     "decode",
     "encode",
     "parse_uuid",
@@ -54,28 +103,38 @@ _BASE_UUID = re.compile(r"^0000([0-9a-f]{4})-0000-1000-8000-00805f9b34fb$")
 _SHORT_UUID = re.compile(r"^(?:0x)?([0-9a-f]{4})$")
 
 
-class _Decoder(Protocol):
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """One row of the dispatch table."""
+
     uuid: int
     name: str
+    decode: Callable[[bytes], Characteristic]
 
-    def decode(self, data: bytes) -> Characteristic: ...
+
+def _row(cls: type[Characteristic]) -> Codec:
+    decoder: Callable[[bytes], Characteristic] = cls.decode  # type: ignore[attr-defined]  # every value class defines decode()
+    return Codec(cls.uuid, cls.name, decoder)
 
 
-def _table(*classes: type[Characteristic]) -> MappingProxyType[int, type[Characteristic]]:
-    table: dict[int, type[Characteristic]] = {}
-    for cls in classes:
-        if cls.uuid in table:  # pragma: no cover - guards the table literal below
+def _table(*rows: Codec) -> MappingProxyType[int, Codec]:
+    table: dict[int, Codec] = {}
+    for row in rows:
+        if row.uuid in table:  # pragma: no cover - guards the table literal below
             raise RuntimeError("duplicate characteristic UUID in CODECS")
-        table[cls.uuid] = cls
+        table[row.uuid] = row
     return MappingProxyType(table)
 
 
 CODECS = _table(
-    BloodPressureMeasurement,
-    IntermediateCuffPressure,
-    DateTime,
+    _row(BloodPressureMeasurement),
+    _row(IntermediateCuffPressure),
+    _row(GlucoseMeasurement),
+    _row(GlucoseMeasurementContext),
+    Codec(0x2A52, "Record Access Control Point", decode_racp),
+    _row(DateTime),
 )
-"""Characteristic UUID -> value class (each has ``decode``, ``encode``, ``observations``)."""
+"""Characteristic UUID -> :class:`Codec` (name and decoder); values encode themselves."""
 
 
 def parse_uuid(uuid: int | str) -> int:
@@ -100,19 +159,20 @@ def parse_uuid(uuid: int | str) -> int:
 def decode(uuid: int | str, data: bytes) -> Characteristic:
     """Decode one characteristic value; ParseError for anything that is not to the spec."""
     code = parse_uuid(uuid)
-    cls = CODECS.get(code)
-    if cls is None:
+    codec = CODECS.get(code)
+    if codec is None:
         raise ParseError(f"characteristic {code:04X} is not supported")
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ParseError(f"{codec.name} ({code:04X}): value must be bytes")
     if len(data) > _MAX_VALUE:
-        raise ParseError(f"{cls.name} ({code:04X}): value longer than {_MAX_VALUE} bytes")
-    decoder: _Decoder = cls  # type: ignore[assignment]  # every CODECS class has decode()
+        raise ParseError(f"{codec.name} ({code:04X}): value longer than {_MAX_VALUE} bytes")
     try:
-        return decoder.decode(data)
+        return codec.decode(data)
     except ParseError:
         raise
     except ValueError as exc:
         # A constructor refused a decoded field; its message names the field, not the value.
-        raise ParseError(f"{cls.name} ({code:04X}): {exc}") from None
+        raise ParseError(f"{codec.name} ({code:04X}): {exc}") from None
 
 
 def encode(value: Characteristic) -> bytes:
@@ -126,12 +186,27 @@ def to_observations(
     device: str,
     received_at: datetime,
     device_tz: tzinfo = UTC,
+    context: GlucoseMeasurementContext | None = None,
 ) -> tuple[Observation, ...]:
     """The coded observations of one decoded value.
 
     The time is the device's time stamp when the characteristic carries one (read in
     ``device_tz``, time source ``device``), else ``received_at`` (time source ``agent``).
     Descriptive characteristics (device information, clocks, RACP) give no observations.
+
+    ``context`` pairs a Glucose Measurement with its Glucose Measurement Context (same
+    sequence number): meal, tester and health become flags of the glucose observation and the
+    context's own observations take the measurement's time.
     """
     ctx = ObservationContext(device=device, received_at=received_at, device_tz=device_tz)
-    return value.observations(ctx)
+    if context is None:
+        return value.observations(ctx)
+    if not isinstance(value, GlucoseMeasurement) or not isinstance(
+        context, GlucoseMeasurementContext
+    ):
+        raise TypeError("context pairs a GlucoseMeasurement with a GlucoseMeasurementContext")
+    if context.sequence_number != value.sequence_number:
+        raise ValueError("context and measurement have different sequence numbers")
+    glucose = value.observations_with(ctx, extra_flags=context.measurement_flags())
+    when = ctx.timing(value.base_time, value.time_offset_delta)
+    return glucose + context.observations_at(ctx, when)

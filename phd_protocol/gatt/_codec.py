@@ -38,6 +38,7 @@ __all__ = [
     "check_number",
     "pack_float",
     "pack_sfloat",
+    "scale",
     "u8",
     "u16",
     "u24",
@@ -176,6 +177,20 @@ def pack_float(value: MedicalNumber) -> bytes:
     return _U32.pack(encode_float(value))
 
 
+def scale(value: MedicalNumber, power_of_ten: int) -> MedicalNumber:
+    """Exact unit conversion by a power of ten (only the exponent moves); specials unchanged."""
+    if isinstance(value, SpecialValue):
+        return value
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # pragma: no cover - decoded numbers are finite
+        raise ValueError("cannot scale a non-finite number")
+    shifted = exponent + power_of_ten
+    if shifted > 0:
+        # Whole numbers read better as integers (950, not 9.5E+2); still exact.
+        return Decimal(int(Decimal((sign, digits, shifted))))
+    return Decimal((sign, digits, shifted))
+
+
 # --- constructor validation (ValueError; decoders translate to ParseError) --------------------
 
 
@@ -238,13 +253,21 @@ class ObservationContext:
 
     def timing(self, stamp: DateTime | None, offset: timedelta | None = None) -> Timing:
         """(time, source, device_time) for a value with an optional device time stamp."""
-        if stamp is not None:
-            local = stamp.to_datetime()
-            if local is not None:
-                device_time = local.replace(tzinfo=self.device_tz)
-                if offset is not None:
-                    device_time += offset
-                return device_time, TimeSource.DEVICE, device_time
+        if stamp is not None and stamp.year and stamp.month and stamp.day:
+            device_time = datetime(
+                stamp.year,
+                stamp.month,
+                stamp.day,
+                stamp.hours,
+                stamp.minutes,
+                stamp.seconds,
+                tzinfo=self.device_tz,
+            )
+            if self.device_tz is not UTC:
+                device_time = device_time.astimezone(UTC)
+            if offset is not None:
+                device_time += offset
+            return device_time, TimeSource.DEVICE, device_time
         return self.received_at, TimeSource.AGENT, None
 
     def observation(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 from phd_protocol import mdc
@@ -36,9 +37,9 @@ from phd_protocol.gatt._codec import (
     check_number,
     pack_sfloat,
 )
-from phd_protocol.gatt.date_time import DateTime
+from phd_protocol.gatt.date_time import DateTime, fast_date_time
 from phd_protocol.observation import Component, Observation
-from phd_protocol.sfloat import MedicalNumber, SpecialValue, encode_sfloat
+from phd_protocol.sfloat import MedicalNumber, SpecialValue, decode_sfloat, encode_sfloat
 
 __all__ = [
     "BloodPressureMeasurement",
@@ -83,6 +84,13 @@ _STATUS_FLAG_NAMES = {
     BloodPressureStatus.PULSE_RATE_LOW: "pulse_rate_low",
     BloodPressureStatus.IMPROPER_POSITION: "improper_position",
 }
+_set = object.__setattr__
+_UNIT_BY_BIT = (PressureUnit.MMHG, PressureUnit.KPA)
+_STATUS_BY_RAW = {
+    raw: BloodPressureStatus(raw)
+    for raw in range(_STATUS_ALLOWED + 1)
+    if raw & _PULSE_RANGE_RESERVED != _PULSE_RANGE_RESERVED
+}
 _UNITS = {PressureUnit.MMHG: mdc.DIM_MMHG, PressureUnit.KPA: mdc.DIM_KILO_PASCAL}
 
 
@@ -109,9 +117,12 @@ def _check_common(
 
 
 def _flags(status: BloodPressureStatus | None, user_id: int | None) -> frozenset[str]:
-    names: set[str] = set()
-    if status:
-        names.update(name for bit, name in _STATUS_FLAG_NAMES.items() if status & bit)
+    return _flag_names(0 if status is None else int(status), user_id)
+
+
+@lru_cache(maxsize=4096)
+def _flag_names(status: int, user_id: int | None) -> frozenset[str]:
+    names = {name for bit, name in _STATUS_FLAG_NAMES.items() if status & bit}
     if user_id is not None:
         names.add("user:unknown" if user_id == _UNKNOWN_USER else f"user:{user_id}")
     return frozenset(names)
@@ -146,7 +157,72 @@ def _encode(
     return head + bytes(tail)
 
 
-def _decode(
+def _layout(flags: int) -> struct.Struct:
+    fmt = "<BHHH"
+    fmt += "HBBBBB" if flags & _FLAG_TIME else ""
+    fmt += "H" if flags & _FLAG_PULSE else ""
+    fmt += "B" if flags & _FLAG_USER else ""
+    fmt += "H" if flags & _FLAG_STATUS else ""
+    return struct.Struct(fmt)
+
+
+# One precompiled layout per legal flags value: a valid value decodes in one unpack.
+_LAYOUTS = {flags: _layout(flags) for flags in range(_FLAGS_ALLOWED + 1)}
+
+_Fields = tuple[
+    PressureUnit,
+    MedicalNumber,
+    MedicalNumber,
+    MedicalNumber,
+    DateTime | None,
+    MedicalNumber | None,
+    int | None,
+    BloodPressureStatus | None,
+]
+
+
+def _decode(label: str, data: bytes) -> _Fields:
+    # Fast path for well-formed values; anything odd falls through to the checked reader,
+    # which produces the precise error message.
+    if data:
+        flags = data[0]
+        layout = _LAYOUTS.get(flags)
+        if layout is not None and len(data) == layout.size:
+            fields = layout.unpack(data)
+            index = 4
+            timestamp = None
+            if flags & _FLAG_TIME:
+                timestamp = fast_date_time(fields[4:10])
+                index = 10
+                if timestamp is None:
+                    return _decode_checked(label, data)
+            pulse_rate = None
+            if flags & _FLAG_PULSE:
+                pulse_rate = decode_sfloat(fields[index])
+                index += 1
+            user_id = None
+            if flags & _FLAG_USER:
+                user_id = fields[index]
+                index += 1
+            status = None
+            if flags & _FLAG_STATUS:
+                status = _STATUS_BY_RAW.get(fields[index])
+                if status is None:
+                    return _decode_checked(label, data)
+            return (
+                _UNIT_BY_BIT[flags & _FLAG_KPA],
+                decode_sfloat(fields[1]),
+                decode_sfloat(fields[2]),
+                decode_sfloat(fields[3]),
+                timestamp,
+                pulse_rate,
+                user_id,
+                status,
+            )
+    return _decode_checked(label, data)
+
+
+def _decode_checked(
     label: str, data: bytes
 ) -> tuple[
     PressureUnit,
@@ -159,11 +235,20 @@ def _decode(
     BloodPressureStatus | None,
 ]:
     reader = Reader(label, data)
-    flags = reader.u8("flags")
-    reader.check_flags(flags, _FLAGS_ALLOWED)
-    first = reader.sfloat("systolic")
-    second = reader.sfloat("diastolic")
-    third = reader.sfloat("mean_arterial_pressure")
+    if len(data) >= _HEAD.size:
+        # Hot path: the fixed head in one struct call; the reader resumes after it.
+        flags, raw_first, raw_second, raw_third = _HEAD.unpack_from(data, 0)
+        reader.offset = _HEAD.size
+        reader.check_flags(flags, _FLAGS_ALLOWED)
+        first = decode_sfloat(raw_first)
+        second = decode_sfloat(raw_second)
+        third = decode_sfloat(raw_third)
+    else:
+        flags = reader.u8("flags")
+        reader.check_flags(flags, _FLAGS_ALLOWED)
+        first = reader.sfloat("systolic")
+        second = reader.sfloat("diastolic")
+        third = reader.sfloat("mean_arterial_pressure")
     timestamp = reader.date_time("timestamp") if flags & _FLAG_TIME else None
     pulse_rate = reader.sfloat("pulse_rate") if flags & _FLAG_PULSE else None
     user_id = reader.u8("user_id") if flags & _FLAG_USER else None
@@ -180,7 +265,7 @@ def _decode(
         status = BloodPressureStatus(raw)
     reader.finish()
     return (
-        PressureUnit(flags & _FLAG_KPA),
+        _UNIT_BY_BIT[flags & _FLAG_KPA],
         first,
         second,
         third,
@@ -228,16 +313,18 @@ class BloodPressureMeasurement(Characteristic):
     @classmethod
     def decode(cls, data: bytes) -> BloodPressureMeasurement:
         unit, sys_, dia, mean, stamp, pulse, user, status = _decode(_LABEL_BPM, data)
-        return cls(
-            systolic=sys_,
-            diastolic=dia,
-            mean_arterial_pressure=mean,
-            unit=unit,
-            timestamp=stamp,
-            pulse_rate=pulse,
-            user_id=user,
-            status=status,
-        )
+        # The decoder only produces valid fields, so skip the constructor's re-validation on
+        # this hot path (the round-trip property tests hold decode and the checks together).
+        value = object.__new__(cls)
+        _set(value, "systolic", sys_)
+        _set(value, "diastolic", dia)
+        _set(value, "mean_arterial_pressure", mean)
+        _set(value, "unit", unit)
+        _set(value, "timestamp", stamp)
+        _set(value, "pulse_rate", pulse)
+        _set(value, "user_id", user)
+        _set(value, "status", status)
+        return value
 
     def observations(self, ctx: ObservationContext) -> tuple[Observation, ...]:
         when = ctx.timing(self.timestamp)

@@ -16,9 +16,13 @@ from typing import ClassVar
 
 from phd_protocol.gatt._codec import Characteristic, Reader, check_int
 
-__all__ = ["DateTime"]
+__all__ = ["DateTime", "fast_date_time"]
 
 _DT = struct.Struct("<HBBBBB")
+
+
+def _days_in_month(year: int, month: int) -> int:
+    return calendar.monthrange(year, month)[1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,15 +40,31 @@ class DateTime(Characteristic):
     seconds: int = 0
 
     def __post_init__(self) -> None:
-        if self.year != 0:
-            check_int(self.year, 1582, 9999, "year")
-        check_int(self.year, 0, 9999, "year")
-        check_int(self.month, 0, 12, "month")
-        check_int(self.day, 0, 31, "day")
-        check_int(self.hours, 0, 23, "hours")
-        check_int(self.minutes, 0, 59, "minutes")
-        check_int(self.seconds, 0, 59, "seconds")
-        if self.is_known and self.day > calendar.monthrange(self.year, self.month)[1]:
+        year, month, day = self.year, self.month, self.day
+        fast_ok = (
+            type(year) is int
+            and type(month) is int
+            and type(day) is int
+            and type(self.hours) is int
+            and type(self.minutes) is int
+            and type(self.seconds) is int
+            and (year == 0 or 1582 <= year <= 9999)
+            and 0 <= month <= 12
+            and 0 <= day <= 31
+            and 0 <= self.hours <= 23
+            and 0 <= self.minutes <= 59
+            and 0 <= self.seconds <= 59
+        )
+        if not fast_ok:
+            # Slow path only to name the offending field.
+            if year != 0:
+                check_int(year, 1582, 9999, "year")
+            check_int(month, 0, 12, "month")
+            check_int(day, 0, 31, "day")
+            check_int(self.hours, 0, 23, "hours")
+            check_int(self.minutes, 0, 59, "minutes")
+            check_int(self.seconds, 0, 59, "seconds")
+        if year and month and day > 28 and day > _days_in_month(year, month):
             raise ValueError("'day' is past the end of the month")
 
     @property
@@ -83,3 +103,34 @@ class DateTime(Characteristic):
         value = reader.date_time("date_time")
         reader.finish()
         return value
+
+
+_set = object.__setattr__
+
+
+def fast_date_time(fields: tuple[int, ...]) -> DateTime | None:
+    """A DateTime from decoded integers, or None if invalid (the caller re-reads for the error).
+
+    Same rules as the constructor, without its per-field messages: the decode hot path.
+    ``fields`` is (year, month, day, hours, minutes, seconds) as unpacked from the wire.
+    """
+    year, month, day, hours, minutes, seconds = fields
+    if not (
+        (year == 0 or 1582 <= year <= 9999)
+        and month <= 12
+        and day <= 31
+        and hours <= 23
+        and minutes <= 59
+        and seconds <= 59
+    ):
+        return None
+    if year and month and day > 28 and day > _days_in_month(year, month):
+        return None
+    value = object.__new__(DateTime)
+    _set(value, "year", year)
+    _set(value, "month", month)
+    _set(value, "day", day)
+    _set(value, "hours", hours)
+    _set(value, "minutes", minutes)
+    _set(value, "seconds", seconds)
+    return value
