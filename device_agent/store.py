@@ -5,7 +5,7 @@ Layout (documented for other tools in docs/agent.md; ``phd envelope seal`` reads
     <home>/credentials/<device_id>/
         device.key         PKCS#8 PEM private key, mode 0600, never leaves this directory
         device.crt         the device certificate (PEM)
-        chain.crt          issuing CA certificate(s) up to, not including, the root (PEM)
+        chain.crt          the leaf followed by its issuing CA, not the root (PEM; as PkiLayout)
         root.crt           the pinned hospital root (PEM)
         ingest-keys.json   {"v": 1, "keys": [{"kid": hex, "public_key": hex}, ...]}
         state.json         {"v": 1, "device_id", "seq_reserved", "racp_next", "phd": {...}}

@@ -73,6 +73,13 @@ class VirtualRadio:
                 self._central = central
             return self._central
 
+    async def close(self) -> None:
+        """Power the central off (the PHDs are stopped by their owners)."""
+        async with self._central_lock:
+            if self._central is not None:
+                await self._central.power_off()
+                self._central = None
+
 
 def alive(connection: Connection) -> bool:
     """Whether bumble still lists this connection (it drops it on disconnection)."""
