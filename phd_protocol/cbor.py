@@ -32,10 +32,10 @@ side mean a programming error in the caller, not hostile input).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from phd_protocol.errors import ParseError
 
@@ -114,12 +114,23 @@ class Tag:
 
 
 # --------------------------------------------------------------------------- encoding
+#
+# Both directions are written for speed in plain Python (an envelope carries hundreds of
+# items and is sealed and opened on every reading batch): dispatch on exact types first,
+# memoise the encodings of short text strings and the sorted key order of all-text maps (the
+# same observation keys recur in every batch), and fall back to isinstance for subclasses.
 
 _PACK_B = struct.Struct(">B").pack
 _PACK_BB = struct.Struct(">BB").pack
 _PACK_BH = struct.Struct(">BH").pack
 _PACK_BI = struct.Struct(">BI").pack
 _PACK_BQ = struct.Struct(">BQ").pack
+
+_CACHE_LIMIT = 4096  # entries per memo table; beyond it new entries are simply not cached
+_TEXT_CACHE: dict[str, bytes] = {}
+_ORDER_CACHE: dict[tuple[str, ...], tuple[tuple[bytes, str], ...]] = {}
+_SMALL_UINT = tuple(_PACK_B(n) for n in range(24))
+_SMALL_NINT = tuple(_PACK_B(0x20 | n) for n in range(24))
 
 
 def _head(major: int, n: int) -> bytes:
@@ -138,12 +149,26 @@ def _head(major: int, n: int) -> bytes:
 
 def _encode_int(value: int) -> bytes:
     if value >= 0:
+        if value < 24:
+            return _SMALL_UINT[value]
         if value > _UINT64_MAX:
             raise ValueError("integer too large for CBOR major type 0 (bignums not supported)")
         return _head(0, value)
+    if value >= -24:
+        return _SMALL_NINT[-1 - value]
     if value < _NINT64_MIN:
         raise ValueError("integer too small for CBOR major type 1 (bignums not supported)")
     return _head(1, -1 - value)
+
+
+def _encode_text(value: str) -> bytes:
+    encoded = _TEXT_CACHE.get(value)
+    if encoded is None:
+        raw = value.encode("utf-8")
+        encoded = _head(3, len(raw)) + raw
+        if len(raw) <= 32 and len(_TEXT_CACHE) < _CACHE_LIMIT:
+            _TEXT_CACHE[str(value)] = encoded  # str(): never keep a subclass as the key
+    return encoded
 
 
 def _encode_decimal(value: Decimal) -> bytes:
@@ -154,73 +179,99 @@ def _encode_decimal(value: Decimal) -> bytes:
         raise ValueError("Decimal without an integer exponent")
     if abs(exponent) > MAX_DECIMAL_EXPONENT:
         raise ValueError("Decimal exponent out of range")
-    mantissa = int("".join(map(str, digits))) if digits else 0
+    mantissa = 0
+    for digit in digits:
+        mantissa = mantissa * 10 + digit
     if sign:
         mantissa = -mantissa
     return b"\xc4\x82" + _encode_int(exponent) + _encode_int(mantissa)
 
 
-def _encode_into(out: list[bytes], value: object) -> None:
-    # Order matters: bool is a subclass of int, so it is tested first.
-    if value is None:
-        out.append(b"\xf6")
+def _key_order(value: Mapping[Any, object]) -> tuple[tuple[bytes, Any], ...]:
+    keys = tuple(value)
+    order = _ORDER_CACHE.get(keys)  # only all-str key tuples are ever stored
+    if order is not None:
+        return order
+    pairs: list[tuple[bytes, Any]] = []
+    all_text = True
+    for key in keys:
+        if type(key) is str:
+            pairs.append((_encode_text(key), key))
+        elif isinstance(key, bool) or not isinstance(key, int | str):
+            raise TypeError("CBOR map keys must be int or str")
+        elif isinstance(key, int):
+            all_text = False
+            pairs.append((_encode_int(key), key))
+        else:  # a str subclass (e.g. a StrEnum member) encodes as its text
+            all_text = False
+            pairs.append((_encode_text(str(key)), key))
+    pairs.sort()
+    for i in range(1, len(pairs)):
+        if pairs[i][0] == pairs[i - 1][0]:  # e.g. "a" and a StrEnum whose value is "a"
+            raise ValueError("duplicate CBOR map key")
+    result = tuple(pairs)
+    if all_text and len(_ORDER_CACHE) < _CACHE_LIMIT:
+        _ORDER_CACHE[keys] = result
+    return result
+
+
+def _encode_into(append: Callable[[bytes], None], value: object) -> None:
+    kind = type(value)
+    if kind is str:
+        append(_encode_text(value))  # type: ignore[arg-type] # kind is str
+    elif kind is int:
+        append(_encode_int(value))  # type: ignore[arg-type] # kind is int
+    elif kind is dict:
+        append(_head(5, len(value)))  # type: ignore[arg-type] # kind is dict
+        for encoded_key, key in _key_order(value):  # type: ignore[arg-type] # kind is dict
+            append(encoded_key)
+            _encode_into(append, value[key])  # type: ignore[index] # kind is dict
+    elif kind is list or kind is tuple:
+        append(_head(4, len(value)))  # type: ignore[arg-type] # kind is list or tuple
+        for item in value:  # type: ignore[attr-defined] # kind is list or tuple
+            _encode_into(append, item)
+    elif value is None:
+        append(b"\xf6")
     elif value is True:
-        out.append(b"\xf5")
+        append(b"\xf5")
     elif value is False:
-        out.append(b"\xf4")
-    elif isinstance(value, int):
-        out.append(_encode_int(value))
+        append(b"\xf4")
+    elif kind is bytes:
+        append(_head(2, len(value)))  # type: ignore[arg-type] # kind is bytes
+        append(value)  # type: ignore[arg-type] # kind is bytes
+    elif kind is Decimal:
+        append(_encode_decimal(value))  # type: ignore[arg-type] # kind is Decimal
+    elif isinstance(value, Tag):
+        append(_head(6, value.number))
+        _encode_into(append, value.value)
+    # Subclasses and other containers: slower, but exact.
     elif isinstance(value, str):
-        raw = value.encode("utf-8")
-        out.append(_head(3, len(raw)))
-        out.append(raw)
+        append(_encode_text(str(value)))
+    elif isinstance(value, int):
+        append(_encode_int(int(value)))
     elif isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
-        out.append(_head(2, len(raw)))
-        out.append(raw)
-    elif isinstance(value, list | tuple):  # not any Sequence: str and bytes are sequences too
-        out.append(_head(4, len(value)))
-        for item in value:
-            _encode_into(out, item)
-    elif isinstance(value, dict):
-        pairs: list[tuple[bytes, object]] = []
-        for key, item in value.items():
-            if isinstance(key, bool) or not isinstance(key, int | str):
-                raise TypeError("CBOR map keys must be int or str")
-            pairs.append((_encode_key(key), item))
-        pairs.sort(key=_first)
-        out.append(_head(5, len(pairs)))
-        previous = b""
-        for encoded_key, item in pairs:
-            if encoded_key == previous:  # e.g. two distinct Python keys cannot collide, kept
-                raise ValueError("duplicate CBOR map key")  # as a guard for subclasses
-            previous = encoded_key
-            out.append(encoded_key)
-            _encode_into(out, item)
+        append(_head(2, len(raw)))
+        append(raw)
     elif isinstance(value, Decimal):
-        out.append(_encode_decimal(value))
-    elif isinstance(value, Tag):
-        out.append(_head(6, value.number))
-        _encode_into(out, value.value)
+        append(_encode_decimal(value))
+    elif isinstance(value, Mapping):
+        append(_head(5, len(value)))
+        for encoded_key, key in _key_order(value):
+            append(encoded_key)
+            _encode_into(append, value[key])
+    elif isinstance(value, list | tuple):  # not any Sequence: str and bytes are sequences too
+        append(_head(4, len(value)))
+        for item in value:
+            _encode_into(append, item)
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
-
-
-def _encode_key(key: CborKey) -> bytes:
-    if isinstance(key, int):
-        return _encode_int(key)
-    raw = key.encode("utf-8")
-    return _head(3, len(raw)) + raw
-
-
-def _first(pair: tuple[bytes, object]) -> bytes:
-    return pair[0]
 
 
 def encode(value: Encodable) -> bytes:
     """The deterministic encoding of ``value``; TypeError/ValueError for unsupported values."""
     out: list[bytes] = []
-    _encode_into(out, value)
+    _encode_into(out.append, value)
     return b"".join(out)
 
 
@@ -229,173 +280,187 @@ def encode(value: Encodable) -> bytes:
 _UNPACK_H = struct.Struct(">H").unpack_from
 _UNPACK_I = struct.Struct(">I").unpack_from
 _UNPACK_Q = struct.Struct(">Q").unpack_from
-# Smallest argument that may legitimately use each long head form (shortest-head rule).
-_MIN_FOR_AI = {24: 24, 25: 0x100, 26: 0x10000, 27: 0x100000000}
+_KEY_CACHE: dict[bytes, str] = {}  # encoded short text key -> str (keys recur in every batch)
 
 
-class _Decoder:
-    """One-shot recursive-descent decoder; every read is bounds-checked before it happens."""
+class _Budget:
+    """Mutable bounds shared by one decode() call."""
 
-    __slots__ = ("data", "depth_left", "end", "items_left", "pos", "tags")
+    __slots__ = ("items", "tags")
 
-    def __init__(self, data: bytes, max_depth: int, max_items: int, tags: frozenset[int]):
-        self.data = data
-        self.end = len(data)
-        self.pos = 0
-        self.depth_left = max_depth
-        self.items_left = max_items
+    def __init__(self, items: int, tags: frozenset[int]) -> None:
+        self.items = items
         self.tags = tags
 
-    def fail(self, rule: str, detail: str = "", offset: int | None = None) -> CborError:
-        return CborError(rule, self.pos if offset is None else offset, detail)
 
-    def head(self) -> tuple[int, int, int]:
-        """Read one head; returns (major type, argument, offset of the head)."""
-        data = self.data
-        start = pos = self.pos
-        if pos >= self.end:
-            raise self.fail("truncated", "expected a data item")
-        initial = data[pos]
-        major = initial >> 5
-        ai = initial & 0x1F
-        pos += 1
-        if ai < 24:
-            self.pos = pos
-            return major, ai, start
-        if ai == 24:
-            if pos + 1 > self.end:
-                raise self.fail("truncated", "head argument", start)
-            n = data[pos]
-            pos += 1
-        elif ai == 25:
-            if pos + 2 > self.end:
-                raise self.fail("truncated", "head argument", start)
-            (n,) = _UNPACK_H(data, pos)
-            pos += 2
-        elif ai == 26:
-            if pos + 4 > self.end:
-                raise self.fail("truncated", "head argument", start)
-            (n,) = _UNPACK_I(data, pos)
-            pos += 4
-        elif ai == 27:
-            if pos + 8 > self.end:
-                raise self.fail("truncated", "head argument", start)
-            (n,) = _UNPACK_Q(data, pos)
-            pos += 8
-        elif ai == 31:
-            raise self.fail("indefinite_length", "only definite lengths are allowed", start)
-        else:
-            raise self.fail("reserved_additional_info", f"additional info {ai}", start)
-        if major == 7:
-            # Floats (ai 25..27) and the one-byte simple value form (ai 24) are refused.
-            raise self.fail("float_or_simple", "floats and extended simple values", start)
-        if n < _MIN_FOR_AI[ai]:
-            raise self.fail("non_shortest_head", "argument fits a shorter head", start)
-        self.pos = pos
-        return major, n, start
+def _head_at(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(major, argument, position after the head); CborError for rules on heads.
 
-    def take(self, length: int, start: int) -> bytes:
-        pos = self.pos
-        if length > self.end - pos:
-            raise self.fail("truncated", "string longer than the remaining input", start)
-        self.pos = pos + length
-        return self.data[pos : pos + length]
+    Truncation surfaces as IndexError/struct.error, turned into CborError by decode().
+    """
+    initial = data[pos]
+    major = initial >> 5
+    ai = initial & 0x1F
+    if ai < 24:
+        return major, ai, pos + 1
+    if major == 7:
+        # Floats (ai 25..27) and the one-byte simple value form (ai 24) are outside our profile.
+        if ai > 27:
+            raise CborError("indefinite_length" if ai == 31 else "reserved_additional_info", pos)
+        raise CborError("float_or_simple", pos, "floats and extended simple values")
+    if ai == 24:
+        n = data[pos + 1]
+        if n < 24:
+            raise CborError("non_shortest_head", pos, "argument fits a shorter head")
+        return major, n, pos + 2
+    if ai == 25:
+        (n,) = _UNPACK_H(data, pos + 1)
+        if n <= 0xFF:
+            raise CborError("non_shortest_head", pos, "argument fits a shorter head")
+        return major, n, pos + 3
+    if ai == 26:
+        (n,) = _UNPACK_I(data, pos + 1)
+        if n <= 0xFFFF:
+            raise CborError("non_shortest_head", pos, "argument fits a shorter head")
+        return major, n, pos + 5
+    if ai == 27:
+        (n,) = _UNPACK_Q(data, pos + 1)
+        if n <= 0xFFFFFFFF:
+            raise CborError("non_shortest_head", pos, "argument fits a shorter head")
+        return major, n, pos + 9
+    if ai == 31:
+        raise CborError("indefinite_length", pos, "only definite lengths are allowed")
+    raise CborError("reserved_additional_info", pos, f"additional info {ai}")
 
-    def item(self) -> CborValue:
-        self.items_left -= 1
-        if self.items_left < 0:
-            raise self.fail("too_many_items", "item count bound exceeded")
-        major, n, start = self.head()
-        if major == 0:
-            return n
-        if major == 1:
-            return -1 - n
-        if major == 2:
-            return self.take(n, start)
-        if major == 3:
-            raw = self.take(n, start)
-            try:
-                return raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise self.fail("invalid_utf8", "text string", start) from None
-        if major == 7:
-            if n == 20:
-                return False
-            if n == 21:
-                return True
-            if n == 22:
-                return None
-            raise self.fail("float_or_simple", f"simple value {n}", start)
-        # Containers and tags: bound the nesting.
-        self.depth_left -= 1
-        if self.depth_left < 0:
-            raise self.fail("too_deep", "nesting depth bound exceeded", start)
+
+def _item(data: bytes, pos: int, depth: int, budget: _Budget) -> tuple[CborValue, int]:
+    """Decode the item at ``pos``; returns it and the position after it."""
+    start = pos
+    major, n, pos = _head_at(data, pos)
+    if major == 0:
+        return n, pos
+    if major == 3:
+        end = pos + n
+        if end > len(data):
+            raise CborError("truncated", start, "text longer than the remaining input")
         try:
-            if major == 4:
-                # Each element takes at least one byte: a claimed count beyond the remaining
-                # input is refused before any allocation.
-                if n > self.end - self.pos:
-                    raise self.fail("truncated", "array longer than the remaining input", start)
-                return [self.item() for _ in range(n)]
-            if major == 5:
-                return self.map(n, start)
-            return self.tag(n, start)
-        finally:
-            self.depth_left += 1
-
-    def map(self, n: int, start: int) -> dict[CborKey, CborValue]:
-        if 2 * n > self.end - self.pos:
-            raise self.fail("truncated", "map longer than the remaining input", start)
-        result: dict[CborKey, CborValue] = {}
-        data = self.data
-        previous = b""
+            return data[pos:end].decode("utf-8"), end
+        except UnicodeDecodeError:
+            raise CborError("invalid_utf8", start, "text string") from None
+    if major == 1:
+        return -1 - n, pos
+    if major == 2:
+        end = pos + n
+        if end > len(data):
+            raise CborError("truncated", start, "bytes longer than the remaining input")
+        return data[pos:end], end
+    if major == 7:
+        if n == 22:
+            return None, pos
+        if n == 21:
+            return True, pos
+        if n == 20:
+            return False, pos
+        raise CborError("float_or_simple", start, f"simple value {n}")
+    # Containers and tags: bound nesting and the total number of items.
+    if depth <= 0:
+        raise CborError("too_deep", start, "nesting depth bound exceeded")
+    if major == 4:
+        # Each element takes at least one byte: refuse a count beyond the remaining input
+        # before allocating anything.
+        if n > len(data) - pos:
+            raise CborError("truncated", start, "array longer than the remaining input")
+        budget.items -= n
+        if budget.items < 0:
+            raise CborError("too_many_items", start, "item count bound exceeded")
+        items: list[CborValue] = []
+        append = items.append
         for _ in range(n):
-            key_start = self.pos
-            self.items_left -= 1
-            if self.items_left < 0:
-                raise self.fail("too_many_items", "item count bound exceeded")
-            major, arg, _ = self.head()
-            key: CborKey
+            value, pos = _item(data, pos, depth - 1, budget)
+            append(value)
+        return items, pos
+    if major == 5:
+        return _map(data, pos, n, start, depth, budget)
+    return _tag(data, pos, n, start, depth, budget)
+
+
+def _map(  # noqa: PLR0917 -- hot path: positional arguments are measurably faster
+    data: bytes, pos: int, n: int, start: int, depth: int, budget: _Budget
+) -> tuple[dict[CborKey, CborValue], int]:
+    if 2 * n > len(data) - pos:
+        raise CborError("truncated", start, "map longer than the remaining input")
+    budget.items -= 2 * n
+    if budget.items < 0:
+        raise CborError("too_many_items", start, "item count bound exceeded")
+    result: dict[CborKey, CborValue] = {}
+    previous = b""
+    cache = _KEY_CACHE
+    for _ in range(n):
+        key_start = pos
+        initial = data[pos]
+        key: CborKey
+        if 0x60 <= initial < 0x78:  # short text key, by far the common case
+            pos += 1 + (initial - 0x60)
+            encoded_key = data[key_start:pos]
+            if len(encoded_key) != pos - key_start:
+                raise CborError("truncated", key_start, "map key")
+            cached = cache.get(encoded_key)
+            if cached is None:
+                try:
+                    cached = encoded_key[1:].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise CborError("invalid_utf8", key_start, "map key") from None
+                if len(cache) < _CACHE_LIMIT:
+                    cache[encoded_key] = cached
+            key = cached
+        else:
+            major, arg, pos = _head_at(data, pos)
             if major == 0:
                 key = arg
             elif major == 1:
                 key = -1 - arg
             elif major == 3:
-                raw = self.take(arg, key_start)
+                end = pos + arg
+                if end > len(data):
+                    raise CborError("truncated", key_start, "map key")
                 try:
-                    key = raw.decode("utf-8")
+                    key = data[pos:end].decode("utf-8")
                 except UnicodeDecodeError:
-                    raise self.fail("invalid_utf8", "map key", key_start) from None
+                    raise CborError("invalid_utf8", key_start, "map key") from None
+                pos = end
             else:
-                raise self.fail("bad_map_key", "map keys must be int or text", key_start)
-            encoded_key = data[key_start : self.pos]
-            # Strictly increasing encoded keys: refuses unsorted and duplicate keys at once
-            # (RFC 8949 section 4.2.1 ordering; section 5.6 duplicates).
-            if encoded_key <= previous:
-                rule = "duplicate_map_key" if encoded_key == previous else "unsorted_map_keys"
-                raise self.fail(rule, "", key_start)
-            previous = encoded_key
-            result[key] = self.item()
-        return result
+                raise CborError("bad_map_key", key_start, "map keys must be int or text")
+            encoded_key = data[key_start:pos]
+        # Strictly increasing encoded keys refuse unsorted and duplicate keys at once
+        # (RFC 8949 section 4.2.1 ordering; section 5.6 duplicates).
+        if encoded_key <= previous:
+            rule = "duplicate_map_key" if encoded_key == previous else "unsorted_map_keys"
+            raise CborError(rule, key_start)
+        previous = encoded_key
+        result[key], pos = _item(data, pos, depth - 1, budget)
+    return result, pos
 
-    def tag(self, number: int, start: int) -> CborValue:
-        if number == TAG_DECIMAL_FRACTION and number in self.tags:
-            content = self.item()
-            if not isinstance(content, list) or len(content) != 2:
-                raise self.fail("bad_decimal_fraction", "expected [exponent, mantissa]", start)
-            exponent, mantissa = content
-            # bool is an int subclass but the decoder never yields bool from major types 0/1.
-            if not isinstance(exponent, int) or isinstance(exponent, bool):
-                raise self.fail("bad_decimal_fraction", "exponent must be an integer", start)
-            if not isinstance(mantissa, int) or isinstance(mantissa, bool):
-                raise self.fail("bad_decimal_fraction", "mantissa must be an integer", start)
-            if abs(exponent) > MAX_DECIMAL_EXPONENT:
-                raise self.fail("bad_decimal_fraction", "exponent out of range", start)
-            # Built from text, not arithmetic: exact whatever the decimal context precision.
-            return Decimal(f"{mantissa}E{exponent}")
-        if number not in self.tags:
-            raise self.fail("unknown_tag", f"tag {number} is not allowed here", start)
-        return Tag(number, self.item())
+
+def _tag(  # noqa: PLR0917 -- hot path: positional arguments are measurably faster
+    data: bytes, pos: int, number: int, start: int, depth: int, budget: _Budget
+) -> tuple[CborValue, int]:
+    if number not in budget.tags:
+        raise CborError("unknown_tag", start, f"tag {number} is not allowed here")
+    content, pos = _item(data, pos, depth - 1, budget)
+    if number != TAG_DECIMAL_FRACTION:
+        return Tag(number, content), pos
+    if not isinstance(content, list) or len(content) != 2:
+        raise CborError("bad_decimal_fraction", start, "expected [exponent, mantissa]")
+    exponent, mantissa = content
+    # bool is an int subclass but the decoder never yields bool from major types 0/1.
+    if not isinstance(exponent, int) or isinstance(exponent, bool):
+        raise CborError("bad_decimal_fraction", start, "exponent must be an integer")
+    if not isinstance(mantissa, int) or isinstance(mantissa, bool):
+        raise CborError("bad_decimal_fraction", start, "mantissa must be an integer")
+    if abs(exponent) > MAX_DECIMAL_EXPONENT:
+        raise CborError("bad_decimal_fraction", start, "exponent out of range")
+    # Built from text, not arithmetic: exact whatever the decimal context precision.
+    return Decimal(f"{mantissa}E{exponent}"), pos
 
 
 def decode(
@@ -409,14 +474,18 @@ def decode(
     """Decode exactly one deterministic CBOR data item filling all of ``data``.
 
     ``tags`` lists the tag numbers accepted; tag 4 yields :class:`~decimal.Decimal`, others a
-    :class:`Tag`. Raises :class:`CborError` for anything else (see the module docstring).
+    :class:`Tag`. ``max_depth`` bounds the nesting of arrays, maps and tags; ``max_items`` the
+    number of items in all containers together. Raises :class:`CborError` for anything else
+    (see the module docstring).
     """
     if not isinstance(data, bytes):
         raise TypeError("decode() takes bytes")
     if len(data) > max_size:
         raise CborError("too_large", 0, f"{len(data)} bytes exceeds the bound of {max_size}")
-    decoder = _Decoder(data, max_depth, max_items, tags)
-    value = decoder.item()
-    if decoder.pos != len(data):
-        raise CborError("trailing_bytes", decoder.pos, f"{len(data) - decoder.pos} bytes")
+    try:
+        value, end = _item(data, 0, max_depth, _Budget(max_items, tags))
+    except (IndexError, struct.error):
+        raise CborError("truncated", len(data), "input ends inside a data item") from None
+    if end != len(data):
+        raise CborError("trailing_bytes", end, f"{len(data) - end} bytes")
     return value
