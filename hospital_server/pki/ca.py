@@ -62,6 +62,7 @@ from phd_protocol.pki import (
     csr_public_key,
     fingerprint,
     load_certificate,
+    load_crls,
     serial_hex,
 )
 
@@ -76,8 +77,10 @@ __all__ = [
     "ROOT_CRL_NEXT_UPDATE",
     "ROOT_DAYS",
     "CertificateRecord",
+    "CrlStatus",
     "InitReport",
     "IssuedCredential",
+    "crl_status",
     "generate_crls",
     "init_pki",
     "issue_client_certificate",
@@ -900,6 +903,50 @@ def _generate_crls_locked(
 
 
 # --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True, slots=True)
+class CrlStatus:
+    name: str  # root, device, gateway, service
+    this_update: datetime
+    next_update: datetime
+    entries: int
+    number: int
+
+    def state(self, now: datetime) -> str:
+        """``current``, ``renew soon`` (under a third of its period left) or ``expired``."""
+        if now > self.next_update:
+            return "expired"
+        if self.next_update - now < (self.next_update - self.this_update) / 3:
+            return "renew soon"
+        return "current"
+
+
+def crl_status(layout: PkiLayout) -> list[CrlStatus]:
+    """What each published CRL says about itself (for ``phd pki show`` and monitoring)."""
+    paths = [("root", layout.root_crl), *((r.value, layout.crl(r.value)) for r in CaRole)]
+    out: list[CrlStatus] = []
+    for name, path in paths:
+        if not path.exists():
+            continue
+        (crl,) = load_crls(path.read_bytes())
+        try:
+            number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        except x509.ExtensionNotFound:
+            number = 0
+        nxt = crl.next_update_utc
+        if nxt is None:
+            raise PkiError(PkiErrorReason.CORRUPT, f"{_rel(layout, path)} has no next update")
+        out.append(
+            CrlStatus(
+                name=name,
+                this_update=crl.last_update_utc,
+                next_update=nxt,
+                entries=len(crl),
+                number=number,
+            )
+        )
+    return out
 
 
 def load_inventory(layout: PkiLayout) -> list[CertificateRecord]:
