@@ -250,6 +250,7 @@ class PhdLink:
         return link
 
     async def _secure(self, reports: list[LinkSecurity]) -> None:
+        paired = True
         try:
             await asyncio.wait_for(self._client.pair(), self.policy.gatt_timeout)
         except (BleakError, TimeoutError) as exc:
@@ -257,20 +258,20 @@ class PhdLink:
                 raise PolicyError(
                     BleFailure.PAIRING_FAILED, "the PHD refused or failed pairing"
                 ) from exc
+            paired = False
             logger.warning("pairing failed; continuing unencrypted as the policy allows")
-        security = (
-            reports[-1]
-            if reports
-            else LinkSecurity(
+        if reports and (paired or not reports[-1].encrypted):
+            security = reports[-1]
+        else:
+            security = LinkSecurity(
                 # A backend that reports nothing: a completed pair() means an encrypted bond
-                # on every platform bleak supports; we cannot learn more.
-                encrypted=bool(self._client.is_connected),
+                # on every platform bleak supports; we cannot learn more than that.
+                encrypted=paired,
                 secure_connections=False,
                 authenticated=False,
                 key_size=None,
                 method=PairingMethod.UNKNOWN,
             )
-        )
         self.security = security
         if self.policy.require_encryption and not security.encrypted:
             raise PolicyError(BleFailure.UNENCRYPTED_LINK, "link is not encrypted")

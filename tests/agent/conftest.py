@@ -146,3 +146,34 @@ async def ingress(tmp_path: Path) -> AsyncIterator[FakeIngress]:
     yield server
     server.server.close()
     await server.server.wait_closed()
+
+
+@dataclass
+class World:
+    """Everything an end-to-end agent test needs, as one fixture."""
+
+    radio: VirtualRadio
+    backends: BleBackends
+    phds: list[VirtualPhd]
+    home: AgentHome
+    make_credential: MakeCredential
+    hospital: Hospital
+
+    async def start(self, phd: VirtualPhd) -> VirtualPhd:
+        await phd.start()
+        self.phds.append(phd)
+        return phd
+
+
+@pytest.fixture
+async def world(
+    radio: VirtualRadio,
+    agent_home: AgentHome,
+    make_credential: MakeCredential,
+    hospital: Hospital,
+) -> AsyncIterator[World]:
+    client, scanner = bleak_backends(radio)
+    w = World(radio, BleBackends(client, scanner), [], agent_home, make_credential, hospital)
+    yield w
+    for phd in w.phds:
+        await phd.stop()

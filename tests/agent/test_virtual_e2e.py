@@ -9,6 +9,8 @@ about what the hospital would receive.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from device_agent.agent import Agent, AgentConfig
-from device_agent.ble import BleBackends, scan
+from device_agent.ble import scan
 from device_agent.spool import Spool
 from device_agent.store import AgentHome, Credential
 from device_agent.virtual.phds import (
@@ -29,16 +31,25 @@ from device_agent.virtual.phds import (
     Thermometer,
     VirtualPhd,
 )
-from device_agent.virtual.radio import VirtualRadio
 from phd_protocol import cose
-from phd_protocol.envelope import Payload, open_envelope
+from phd_protocol.envelope import Payload, RawRecord, open_envelope
 from phd_protocol.pki import certificate_public_key, load_certificate
-from tests.agent.conftest import Hospital, MakeCredential
+from tests.agent.conftest import Hospital, World
 
-FAST = {"live_count": 3, "interval": 0.02}
+FAST: dict[str, Any] = {"live_count": 3, "interval": 0.02}
 
 
-def _open_all(hospital: Hospital, spool: Spool, credential: Credential) -> list[Payload]:
+@dataclass(frozen=True)
+class Batch:
+    """One opened, verified envelope as the hospital sees it."""
+
+    seq: int
+    phd: Mapping[str, Any]
+    observations: tuple[dict[str, Any], ...]
+    raw: tuple[RawRecord, ...]
+
+
+def _open_all(hospital: Hospital, spool: Spool, credential: Credential) -> list[Batch]:
     cert = load_certificate(credential.cert_path.read_bytes())
     out = []
     for item in spool.pending():
@@ -46,11 +57,12 @@ def _open_all(hospital: Hospital, spool: Spool, credential: Credential) -> list[
             continue
         message = open_envelope(item.read(), hospital.ring).message
         cose.verify_sign1(message, certificate_public_key(cert))  # signed by this credential
-        out.append(Payload.decode(message.payload))
+        payload = Payload.decode(message.payload)
+        out.append(Batch(payload.seq, payload.phd, payload.observations(), payload.raw_records()))
     return out
 
 
-async def opened(hospital: Hospital, agent: Agent, credential: Credential) -> list[Payload]:
+async def opened(hospital: Hospital, agent: Agent, credential: Credential) -> list[Batch]:
     """What the hospital would read from the agent's spool for this credential."""
     return await asyncio.to_thread(_open_all, hospital, agent.spool, credential)
 
@@ -59,14 +71,8 @@ def config(home: AgentHome, **kw: Any) -> AgentConfig:
     return AgentConfig(home=home.root, session_idle=0.3, **kw)
 
 
-async def start(phds: list[VirtualPhd], phd: VirtualPhd) -> VirtualPhd:
-    await phd.start()
-    phds.append(phd)
-    return phd
-
-
 async def test_scan_finds_every_health_service(
-    radio: VirtualRadio, backends: BleBackends, phds: list[VirtualPhd]
+    world: World,
 ) -> None:
     for cls in (
         BloodPressureMonitor,
@@ -76,12 +82,12 @@ async def test_scan_finds_every_health_service(
         PulseOximeter,
         HeartRateSensor,
     ):
-        await start(phds, cls(radio, **FAST))
-    found = await scan(backends, duration=0.4)
+        await world.start(cls(world.radio, **FAST))
+    found = await scan(world.backends, duration=0.4)
     assert sorted(k for d in found for k in d.kinds) == sorted(
         ["blood_pressure", "glucose", "thermometer", "weight", "pulse_oximeter", "heart_rate"]
     )
-    assert {d.address for d in found} == {p.address for p in phds}
+    assert {d.address for d in found} == {p.address for p in world.phds}
 
 
 @pytest.mark.parametrize(
@@ -96,22 +102,15 @@ async def test_scan_finds_every_health_service(
     ],
 )
 async def test_every_device_type_reaches_a_sealed_envelope(
-    cls: type[VirtualPhd],
-    char: str,
-    radio: VirtualRadio,
-    backends: BleBackends,
-    phds: list[VirtualPhd],
-    agent_home: AgentHome,
-    make_credential: MakeCredential,
-    hospital: Hospital,
+    cls: type[VirtualPhd], char: str, world: World
 ) -> None:
-    phd = await start(phds, cls(radio, **FAST))
-    credential = await make_credential(phd.address)
-    agent = Agent(config(agent_home), backends)
+    phd = await world.start(cls(world.radio, **FAST))
+    credential = await world.make_credential(phd.address)
+    agent = Agent(config(world.home), world.backends)
     report = await agent.session(credential)
     assert report.error is None
     assert report.pairing in {"numeric_comparison", "just_works"}
-    payloads = await opened(hospital, agent, credential)
+    payloads = await opened(world.hospital, agent, credential)
     assert payloads, "nothing was spooled"
     assert [p.seq for p in payloads] == sorted({p.seq for p in payloads})
     raw_chars = {r.uuid for p in payloads for r in p.raw}
@@ -123,23 +122,16 @@ async def test_every_device_type_reaches_a_sealed_envelope(
     assert len(phd_info["system_id"]) == 16
 
 
-async def test_blood_pressure_observations_and_nan_cuff_error(
-    radio: VirtualRadio,
-    backends: BleBackends,
-    phds: list[VirtualPhd],
-    agent_home: AgentHome,
-    make_credential: MakeCredential,
-    hospital: Hospital,
-) -> None:
-    good = await start(phds, BloodPressureMonitor(radio, seed=3, **FAST))
-    bad = await start(
-        phds, BloodPressureMonitor(radio, seed=4, faults=Faults(cuff_error=True), **FAST)
+async def test_blood_pressure_observations_and_nan_cuff_error(world: World) -> None:
+    good = await world.start(BloodPressureMonitor(world.radio, seed=3, **FAST))
+    bad = await world.start(
+        BloodPressureMonitor(world.radio, seed=4, faults=Faults(cuff_error=True), **FAST)
     )
-    agent = Agent(config(agent_home), backends)
+    agent = Agent(config(world.home), world.backends)
     for phd in (good, bad):
-        credential = await make_credential(phd.address)
+        credential = await world.make_credential(phd.address)
         await agent.session(credential)
-        payloads = await opened(hospital, agent, credential)
+        payloads = await opened(world.hospital, agent, credential)
         observations = [o for p in payloads for o in p.observations]
         assert observations
         values: list[Any] = []
@@ -153,25 +145,22 @@ async def test_blood_pressure_observations_and_nan_cuff_error(
             assert "NaN" in values
 
 
-async def test_wrong_device_clock_is_corrected_flagged_and_set(
-    radio: VirtualRadio,
-    backends: BleBackends,
-    phds: list[VirtualPhd],
-    agent_home: AgentHome,
-    make_credential: MakeCredential,
-    hospital: Hospital,
-) -> None:
+async def test_wrong_device_clock_is_corrected_flagged_and_set(world: World) -> None:
     years = timedelta(days=3 * 365)
-    phd = await start(phds, BloodPressureMonitor(radio, faults=Faults(clock_offset=-years), **FAST))
-    credential = await make_credential(phd.address)
-    agent = Agent(config(agent_home), backends)
+    phd = await world.start(
+        BloodPressureMonitor(world.radio, faults=Faults(clock_offset=-years), **FAST)
+    )
+    credential = await world.make_credential(phd.address)
+    agent = Agent(config(world.home), world.backends)
     before = datetime.now(UTC)
     report = await agent.session(credential)
-    assert report.clock_corrected and report.clock_set
-    assert report.clock_offset is not None and abs(report.clock_offset - years) < timedelta(
-        minutes=1
-    )
-    observations = [o for p in await opened(hospital, agent, credential) for o in p.observations]
+    assert report.clock_corrected
+    assert report.clock_set
+    assert report.clock_offset is not None
+    assert abs(report.clock_offset - years) < timedelta(minutes=1)
+    observations = [
+        o for p in await opened(world.hospital, agent, credential) for o in p.observations
+    ]
     timed = [o for o in observations if o["time_source"] == "device"]
     assert timed
     for o in timed:
