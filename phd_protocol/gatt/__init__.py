@@ -32,7 +32,19 @@ from phd_protocol.gatt.blood_pressure import (
     IntermediateCuffPressure,
     PressureUnit,
 )
+from phd_protocol.gatt.current_time import AdjustReason, CurrentTime
 from phd_protocol.gatt.date_time import DateTime
+from phd_protocol.gatt.device_info import (
+    FirmwareRevision,
+    HardwareRevision,
+    ManufacturerName,
+    ModelNumber,
+    PnpId,
+    SerialNumber,
+    SoftwareRevision,
+    SystemId,
+    VendorIdSource,
+)
 from phd_protocol.gatt.glucose import (
     GlucoseConcentrationUnit,
     GlucoseMeasurement,
@@ -49,6 +61,13 @@ from phd_protocol.gatt.glucose_context import (
     MedicationUnit,
     Tester,
 )
+from phd_protocol.gatt.heart_rate import HeartRateMeasurement
+from phd_protocol.gatt.plx import (
+    PlxContinuousMeasurement,
+    PlxDeviceSensorStatus,
+    PlxMeasurementStatus,
+    PlxSpotCheckMeasurement,
+)
 from phd_protocol.gatt.racp import (
     RacpError,
     RacpFilterType,
@@ -60,28 +79,46 @@ from phd_protocol.gatt.racp import (
     RacpResponseCode,
     decode_racp,
 )
+from phd_protocol.gatt.temperature import (
+    TemperatureMeasurement,
+    TemperatureType,
+    TemperatureUnit,
+)
+from phd_protocol.gatt.weight import WeightMeasurement, WeightUnit
 from phd_protocol.observation import Observation
 
 __all__ = [
     "CODECS",
+    "AdjustReason",
     "BloodPressureMeasurement",
     "BloodPressureStatus",
     "CarbohydrateId",
     "Characteristic",
     "Codec",
+    "CurrentTime",
     "DateTime",
+    "FirmwareRevision",
     "GlucoseConcentrationUnit",
     "GlucoseMeasurement",
     "GlucoseMeasurementContext",
     "GlucoseSampleLocation",
     "GlucoseSensorStatus",
     "GlucoseType",
+    "HardwareRevision",
     "Health",
+    "HeartRateMeasurement",
     "IntermediateCuffPressure",
+    "ManufacturerName",
     "Meal",
     "MedicationId",
     "MedicationUnit",
+    "ModelNumber",
     "ObservationContext",
+    "PlxContinuousMeasurement",
+    "PlxDeviceSensorStatus",
+    "PlxMeasurementStatus",
+    "PlxSpotCheckMeasurement",
+    "PnpId",
     "PressureUnit",
     "RacpError",
     "RacpFilterType",
@@ -91,7 +128,16 @@ __all__ = [
     "RacpRequest",
     "RacpResponse",
     "RacpResponseCode",
+    "SerialNumber",
+    "SoftwareRevision",
+    "SystemId",
+    "TemperatureMeasurement",
+    "TemperatureType",
+    "TemperatureUnit",
     "Tester",
+    "VendorIdSource",
+    "WeightMeasurement",
+    "WeightUnit",
     "decode",
     "encode",
     "parse_uuid",
@@ -132,7 +178,21 @@ CODECS = _table(
     _row(GlucoseMeasurement),
     _row(GlucoseMeasurementContext),
     Codec(0x2A52, "Record Access Control Point", decode_racp),
+    _row(TemperatureMeasurement),
+    _row(WeightMeasurement),
+    _row(HeartRateMeasurement),
+    _row(PlxSpotCheckMeasurement),
+    _row(PlxContinuousMeasurement),
+    _row(ManufacturerName),
+    _row(ModelNumber),
+    _row(SerialNumber),
+    _row(HardwareRevision),
+    _row(FirmwareRevision),
+    _row(SoftwareRevision),
+    _row(SystemId),
+    _row(PnpId),
     _row(DateTime),
+    _row(CurrentTime),
 )
 """Characteristic UUID -> :class:`Codec` (name and decoder); values encode themselves."""
 
