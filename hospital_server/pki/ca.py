@@ -375,24 +375,41 @@ def init_pki(
         start = t - BACKDATE
         es256 = crypto.COSE_ES256
 
-        root_key, root_fresh = run.key(layout.root_ca_key, algorithm=es256, encrypt=True)
-        root = run.cert(
-            layout.root_ca_cert,
-            root_key,
-            fresh_key=root_fresh,
-            issuer_fresh=False,
-            wanted=lambda c: True,
-            build=lambda: build_root_ca(
-                root_key,
-                organization=organization,
-                common_name="PHD Root CA",
-                not_before=start,
-                not_after=t + timedelta(days=ROOT_DAYS),
-            ),
-            name="root-ca",
-            kind="root-ca",
-            ca="root",
+        root_offline = (
+            layout.root_ca_cert.exists() and not layout.root_ca_key.exists() and not force
         )
+        root_key: crypto.SigningKey | None
+        if root_offline:
+            # Production: the root key was moved offline after the first init. Never mint a
+            # new root in its place; work with the published root certificate.
+            root = _load_cert(layout.root_ca_cert, layout)
+            root_key = None
+            run.kept.append(_rel(layout, layout.root_ca_cert))
+            run.records.append(
+                _record(
+                    layout, root, layout.root_ca_cert, name="root-ca", kind="root-ca", ca="root"
+                )
+            )
+        else:
+            root_key, root_fresh = run.key(layout.root_ca_key, algorithm=es256, encrypt=True)
+            signing_root = root_key
+            root = run.cert(
+                layout.root_ca_cert,
+                root_key,
+                fresh_key=root_fresh,
+                issuer_fresh=False,
+                wanted=lambda c: True,
+                build=lambda: build_root_ca(
+                    signing_root,
+                    organization=organization,
+                    common_name="PHD Root CA",
+                    not_before=start,
+                    not_after=t + timedelta(days=ROOT_DAYS),
+                ),
+                name="root-ca",
+                kind="root-ca",
+                ca="root",
+            )
         root_changed = _rel(layout, layout.root_ca_cert) in run.created
 
         cas: dict[CaRole, tuple[x509.Certificate, crypto.SigningKey, bool]] = {}
@@ -401,6 +418,11 @@ def init_pki(
             path = layout.ca_cert(role.value)
 
             def build_ca(key: crypto.SigningKey = key, role: CaRole = role) -> x509.Certificate:
+                if root_key is None:
+                    raise PkiError(
+                        PkiErrorReason.INVALID_REQUEST,
+                        f"root-ca.key is offline; mount it to issue the {role.value} CA",
+                    )
                 return build_issuing_ca(
                     key.public_key(),
                     role=role,

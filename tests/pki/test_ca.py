@@ -433,3 +433,22 @@ def test_openssl_enforces_the_service_ca_name_constraints(fresh_pki: PkiLayout) 
     assert "subtree violation" in result.stdout + result.stderr
     with _refused(CertificateReason.NAME_CONSTRAINT):
         _verify(fresh_pki, issued.chain.read_bytes(), Purpose.SERVICE_TLS)
+
+
+def test_init_with_the_root_key_offline_never_mints_a_new_root(tmp_path: Path) -> None:
+    layout = PkiLayout(tmp_path / "pki")
+    init_pki(layout)
+    root = layout.root_ca_cert.read_bytes()
+    offline = tmp_path / "vault" / "root-ca.key"
+    offline.parent.mkdir()
+    layout.root_ca_key.rename(offline)
+    report = init_pki(layout)
+    assert report.created == ()
+    assert layout.root_ca_cert.read_bytes() == root
+    assert not layout.root_ca_key.exists()
+    generate_crls(layout)  # issuing-CA CRLs need no root key
+    _verify(layout, layout.broker_chain.read_bytes(), Purpose.SERVICE_TLS)
+    # Re-issuing an issuing CA needs the root: refused with a clear message, nothing replaced.
+    with pytest.raises(PkiError, match="offline"):
+        init_pki(layout, hosts=("localhost", "new.hospital.test"))
+    assert layout.root_ca_cert.read_bytes() == root
