@@ -337,13 +337,17 @@ class Payload:
             raise ValueError(f"at most {MAX_RAW_RECORDS} raw records per envelope")
         if not all(isinstance(r, RawRecord) for r in cast("Sequence[object]", raw)):
             raise TypeError("raw must hold RawRecord values")
+        obs_section = cbor.encode(list(observations))
+        raw_section = cbor.encode([{"uuid": r.uuid, "t": r.t, "b": r.b} for r in raw])
+        if len(obs_section) + len(raw_section) > MAX_ENVELOPE_BYTES:
+            raise _fail(RejectReason.TOO_LARGE)  # split the batch and seal the halves
         return cls(
             device_id=device_id,
             seq=seq,
             ts=ts,
             rcpt=rcpt,
-            obs_section=cbor.encode(list(observations)),
-            raw_section=cbor.encode([{"uuid": r.uuid, "t": r.t, "b": r.b} for r in raw]),
+            obs_section=obs_section,
+            raw_section=raw_section,
             phd=dict(phd or {}),
         )
 

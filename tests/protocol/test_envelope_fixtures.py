@@ -32,10 +32,10 @@ def blood_pressure(i: int) -> dict[str, Any]:
         "value": None,
         "unit": "mm[Hg]",
         "unit_mdc": 3872,
-        "time": "2026-01-15T09:2%d:00Z" % (i % 10),
+        "time": f"2026-01-15T09:2{i % 10}:00Z",
         "time_source": "device",
         "loinc": "85354-9",
-        "device_time": "2026-01-15T09:1%d:00Z" % (i % 10),
+        "device_time": f"2026-01-15T09:1{i % 10}:00Z",
         "clock_corrected": True,
         "flags": ["irregular_pulse"],
         "components": [
@@ -54,7 +54,7 @@ def glucose(i: int) -> dict[str, Any]:
         "value": Decimal("5.4"),
         "unit": "mmol/L",
         "unit_mdc": 4722,
-        "time": "2026-01-15T08:0%d:00Z" % (i % 10),
+        "time": f"2026-01-15T08:0{i % 10}:00Z",
         "time_source": "device",
         "char": "2A18",
     }
