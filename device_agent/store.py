@@ -236,6 +236,11 @@ class Credential:
             return seq
 
     @property
+    def seq_reserved(self) -> int:
+        """Durable high-water mark: every number handed out so far is at most this."""
+        return self._reserved
+
+    @property
     def racp_next(self) -> int | None:
         """First stored-record sequence number not yet safely spooled; None: never downloaded."""
         return self._racp_next

@@ -107,7 +107,7 @@ async def test_enroll_stores_a_pinned_credential_with_a_private_key_file(
     assert keys[0].public_key == hospital.public_raw
     root = await asyncio.to_thread(credential.root_path.read_bytes)
     assert root == await asyncio.to_thread(hospital.pki.root_ca_cert.read_bytes)
-    assert uuid.UUID(credential.device_id)
+    assert str(uuid.UUID(credential.device_id)) == credential.device_id
 
 
 async def test_enroll_refuses_a_root_other_than_the_pinned_one(
