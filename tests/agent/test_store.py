@@ -67,10 +67,9 @@ async def test_damaged_state_is_refused(make_credential: MakeCredential) -> None
 
 def test_second_agent_on_one_home_is_refused(tmp_path: Path) -> None:
     home = AgentHome(tmp_path / "home")
-    with home.instance_lock():
-        with pytest.raises(CredentialError, match="another agent"):  # noqa: SIM117 - inner lock is taken while the outer one is held
-            with home.instance_lock():
-                pass
+    second = home.instance_lock()
+    with home.instance_lock(), pytest.raises(CredentialError, match="another agent"):
+        second.__enter__()
 
 
 async def test_handoff_deletes_only_after_accepted_and_keeps_when_busy_or_down(
