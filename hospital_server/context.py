@@ -17,8 +17,9 @@ from sqlalchemy.engine import Engine
 
 from hospital_server.db import SessionFactory, make_engine, make_session_factory
 from hospital_server.fieldcrypt import PatientKeys
-from hospital_server.keys import KeyProvider, LocalKeyFileProvider
+from hospital_server.keys import KeyProvider, LocalKeyFileProvider, derive_subkey
 from hospital_server.metrics import ServerMetrics
+from hospital_server.pki.layout import PkiLayout
 from hospital_server.settings import Settings
 
 __all__ = ["BrokerProbe", "Revocations", "ServerContext", "tcp_probe"]
@@ -59,6 +60,15 @@ class ServerContext:
     metrics: ServerMetrics
     broker_probe: BrokerProbe
     revocations: Revocations | None = field(default=None)
+
+    @property
+    def pki(self) -> PkiLayout:
+        return PkiLayout(self.settings.pki_dir)
+
+    @property
+    def code_pepper(self) -> bytes:
+        """Pepper of enrollment-code hashes: a secret that lives outside the database."""
+        return derive_subkey(self.key_provider, "enrollment-code-pepper")
 
     @classmethod
     def build(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, create_engine, text
 
 __all__ = [
+    "READ_ONLY",
     "IntegrityError",
     "Session",
     "SessionFactory",
@@ -33,6 +34,11 @@ __all__ = [
 
 SessionFactory = sessionmaker[Session]
 
+# Execution option marking a transaction that will not write (see _sqlite_begin). Use as
+# ``session.connection(execution_options=READ_ONLY)`` before the first statement.
+READ_ONLY_OPTION = "phd_read_only"
+READ_ONLY: dict[str, Any] = {READ_ONLY_OPTION: True}
+
 
 def normalise_url(url: str) -> str:
     """Pin the PostgreSQL driver to psycopg 3 whatever spelling the operator used."""
@@ -42,13 +48,15 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = 30_000) -> Engine:
+    """An engine for ``url``. ``lock_timeout_ms`` bounds how long a writer waits for a lock
+    before the driver raises (a transient error: ingest answers ``retry_later``)."""
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": lock_timeout_ms / 1000},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over
@@ -56,7 +64,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if backend == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
+        )
     raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
 
 
@@ -66,7 +80,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
         # WAL + NORMAL is durable against application crashes (what commit-then-ack needs);
         # a power loss may drop the last transactions, which the gateway then resends.
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -76,8 +89,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Any) -> None:
     # IMMEDIATE takes the write lock up front, so concurrent workers queue on busy_timeout
-    # instead of failing a read-to-write upgrade with SQLITE_BUSY mid-transaction.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # instead of failing a read-to-write upgrade with SQLITE_BUSY mid-transaction. Read-only
+    # work (READ_ONLY execution option) begins deferred so it runs beside a writer in WAL mode.
+    if conn.get_execution_options().get(READ_ONLY_OPTION):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:

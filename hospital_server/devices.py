@@ -30,7 +30,7 @@ from hospital_server.models import (
     new_id,
     utcnow,
 )
-from hospital_server.security import hash_enrollment_code, new_enrollment_code
+from phd_protocol.enrollment import CodeState, issue_code
 
 __all__ = [
     "TRANSITIONS",
@@ -73,8 +73,16 @@ class Registration:
 
 
 def register_device(
-    session: Session, patient_id: str, kind: str, *, actor: str, ttl: timedelta
+    session: Session,
+    patient_id: str,
+    kind: str,
+    *,
+    actor: str,
+    ttl: timedelta,
+    pepper: bytes,
+    max_attempts: int,
 ) -> Registration:
+    """Add a pending device and its one-time code (phd_protocol.enrollment). No commit."""
     patient = session.get(Patient, patient_id)
     if patient is None or patient.status != PatientStatus.ACTIVE:
         raise DeviceError(f"patient {patient_id} is not an active patient")
@@ -82,19 +90,34 @@ def register_device(
     device = Device(
         id=new_id(), patient_id=patient_id, kind=kind, status=DeviceStatus.PENDING, created_at=now
     )
-    code = new_enrollment_code()
+    # The handle (first code group) must be unique among live codes: re-draw on a collision.
+    while True:
+        code, record = issue_code(pepper=pepper, now=now, ttl=ttl, max_attempts=max_attempts)
+        clash = session.exec(
+            select(EnrollmentCode.id).where(
+                EnrollmentCode.handle == record.handle,
+                EnrollmentCode.state == CodeState.ISSUED.value,
+                col(EnrollmentCode.expires_at) > now,
+            )
+        ).first()
+        if clash is None:
+            break
     session.add(device)
     session.add(
         EnrollmentCode(
             device_id=device.id,
-            code_hash=hash_enrollment_code(code),
-            created_at=now,
-            expires_at=now + ttl,
+            handle=record.handle,
+            code_hash=record.code_hash.hex(),
+            state=record.state.value,
+            failed_attempts=0,
+            max_attempts=record.max_attempts,
+            issued_at=record.issued_at,
+            expires_at=record.expires_at,
         )
     )
     session.flush()
-    del actor  # registration is recorded as device.enrolled when the agent completes it
-    return Registration(device=device, code=code, expires_at=now + ttl)
+    del actor  # recorded as device.enrolled when the agent completes enrollment
+    return Registration(device=device, code=code, expires_at=record.expires_at)
 
 
 def list_devices(session: Session, patient_id: str | None = None) -> list[Device]:
@@ -121,10 +144,11 @@ def revoke_device(session: Session, device_id: str, *, actor: str) -> list[Crede
     # Unused enrollment codes die with the device.
     for code in session.exec(
         select(EnrollmentCode).where(
-            EnrollmentCode.device_id == device_id, col(EnrollmentCode.used_at).is_(None)
+            EnrollmentCode.device_id == device_id,
+            EnrollmentCode.state == CodeState.ISSUED.value,
         )
     ):
-        code.used_at = now
+        code.state = CodeState.CANCELLED.value
         session.add(code)
     audit.record(session, "device.revoked", actor=actor, subject=device_id)
     session.flush()

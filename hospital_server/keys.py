@@ -39,6 +39,7 @@ __all__ = [
     "LocalKeyFileProvider",
     "WrappedKey",
     "blind_index",
+    "derive_subkey",
     "new_data_key",
     "normalise_mrn",
 ]
@@ -179,6 +180,15 @@ class LocalKeyFileProvider:
 
     def blind_index_key(self) -> bytes:
         return self._bidx
+
+
+def derive_subkey(provider: KeyProvider, label: str) -> bytes:
+    """A purpose-specific secret derived from the provider's blind-index key (HMAC as a KDF).
+
+    Used for the enrollment-code pepper: a secret outside the database, without adding a
+    field to every key provider.
+    """
+    return hmac_sha256(provider.blind_index_key(), b"phd-subkey-v1\x00" + label.encode())
 
 
 def normalise_mrn(mrn: str) -> str:

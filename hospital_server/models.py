@@ -222,17 +222,23 @@ class DevicePublic(SQLModel):
 
 
 class EnrollmentCode(SQLModel, table=True):
-    """A one-time enrollment code, stored only as its SHA-256 (codes carry 128+ bits)."""
+    """A one-time enrollment code (phd_protocol.enrollment.CodeRecord): never the code itself.
+
+    ``handle`` (first code group) finds the record; ``code_hash`` is HMAC-SHA256 with a pepper
+    kept outside the database, so a stolen table cannot be used to test guesses offline.
+    """
 
     __tablename__ = "enrollment_code"
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(foreign_key="device.id", max_length=36, index=True)
+    handle: str = Field(max_length=4, index=True)
     code_hash: str = Field(max_length=64, unique=True)
-    attempts: int = 0
-    created_at: datetime = _ts()
+    state: str = Field(max_length=16)
+    failed_attempts: int = 0
+    max_attempts: int
+    issued_at: datetime = _ts()
     expires_at: datetime = _ts()
-    used_at: datetime | None = _ts(nullable=True)
 
 
 class Credential(SQLModel, table=True):
@@ -270,10 +276,18 @@ class GatewayPublic(SQLModel):
 
 
 class IngestedEnvelope(SQLModel, table=True):
-    """One accepted envelope. The unique (device, seq) pair makes redelivery idempotent."""
+    """One accepted envelope. The unique (credential, seq) pair makes redelivery idempotent.
+
+    DESIGN.md says "idempotent on (device, seq)" and "seq strictly increasing per credential";
+    a credential belongs to exactly one device, so (kid, seq) is that rule made exact: it also
+    holds when an agent restarts its counter after a renewal.
+    """
 
     __tablename__ = "ingested_envelope"
-    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_envelope_device_seq"),)
+    __table_args__ = (
+        UniqueConstraint("kid", "seq", name="uq_envelope_credential_seq"),
+        Index("ix_envelope_device_seq", "device_id", "seq"),
+    )
 
     id: str = Field(primary_key=True, max_length=36)
     device_id: str = Field(foreign_key="device.id", max_length=36)
@@ -316,6 +330,8 @@ class Quarantine(SQLModel, table=True):
     __tablename__ = "quarantine"
 
     id: int | None = Field(default=None, primary_key=True)
+    # SHA-256 of the envelope bytes: a redelivered rejected envelope is quarantined once.
+    digest: str = Field(max_length=64, unique=True)
     reason: str = Field(max_length=32, index=True)
     gateway_id: str = Field(max_length=64)
     device_id: str | None = Field(default=None, max_length=36)

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_envelope_age: timedelta = timedelta(days=30)
 
     # -- enrollment
-    enrollment_code_ttl: timedelta = timedelta(hours=24)
+    enrollment_code_ttl: timedelta = timedelta(minutes=15)
     enrollment_code_max_attempts: int = Field(default=5, ge=1, le=20)
 
     @model_validator(mode="after")

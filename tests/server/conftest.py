@@ -21,9 +21,12 @@ from hospital_server.db import SessionFactory, make_engine, make_session_factory
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.keys import LocalKeyFileProvider
 from hospital_server.migrations import upgrade
+from hospital_server.pki.layout import PkiLayout
 from hospital_server.settings import Settings
 from hospital_server.staff import create_staff_user
 from tests.pg_fixtures import PostgresServer, fresh_database, postgresql_server
+from tests.pki_fixtures import make_pki
+from tests.server.ingest_world import World, build_world
 
 __all__ = ["postgresql_server"]
 
@@ -121,3 +124,17 @@ def context(settings: Settings, broker_listener: tuple[str, int]) -> Iterator[Se
         session.commit()
     yield ctx
     ctx.close()
+
+
+# ---------------------------------------------------------------- ingest
+
+
+@pytest.fixture
+def server_pki(tmp_path: Path) -> PkiLayout:
+    """A PKI of this test's own: enrollment issues certificates and tests revoke in it."""
+    return make_pki(tmp_path / "pki", gateways=("gw-1", "gw-2"))
+
+
+@pytest.fixture
+def world(context: ServerContext, server_pki: PkiLayout) -> World:
+    return build_world(context, server_pki)

@@ -14,8 +14,8 @@ from sqlmodel import select
 from hospital_server.app import create_app
 from hospital_server.context import ServerContext, tcp_probe
 from hospital_server.models import AuditEvent, Device, EnrollmentCode, Gateway
-from hospital_server.security import hash_enrollment_code
 from hospital_server.settings import Settings
+from phd_protocol.enrollment import hash_code
 from tests.server.conftest import ADMIN, CLINICIAN
 
 PATIENT = {"name": "Carol Test", "mrn": "H-1001", "date_of_birth": "1961-07-04"}
@@ -126,7 +126,7 @@ async def test_patient_consent_device_registration_and_revocation(
     assert reg.status_code == 201, reg.text
     body = reg.json()
     code = body["enrollment_code"]
-    assert len(code.replace("-", "")) >= 26
+    assert len(code.replace("-", "")) == 20
     assert base64.b64decode(body["qr_png_base64"]).startswith(b"\x89PNG\r\n\x1a\n")
     device_id = body["device"]["id"]
     assert body["device"]["status"] == "pending"
@@ -136,7 +136,7 @@ async def test_patient_consent_device_registration_and_revocation(
             return [c.code_hash for c in s.exec(select(EnrollmentCode))]
 
     # Only the hash of the code is at rest.
-    assert await asyncio.to_thread(stored_codes) == [hash_enrollment_code(code)]
+    assert await asyncio.to_thread(stored_codes) == [hash_code(context.code_pepper, code).hex()]
 
     listed = (await client.get("/api/v1/devices", params={"patient_id": pid}, auth=ADMIN)).json()
     assert [d["id"] for d in listed] == [device_id]

@@ -47,6 +47,8 @@ def register(
             data.kind,
             actor=admin.id,
             ttl=ctx.settings.enrollment_code_ttl,
+            pepper=ctx.code_pepper,
+            max_attempts=ctx.settings.enrollment_code_max_attempts,
         )
     except DeviceError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="patient_not_active") from exc

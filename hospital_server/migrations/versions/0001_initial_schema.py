@@ -64,6 +64,7 @@ def upgrade() -> None:
     op.create_table(
         "quarantine",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("digest", AutoString(length=64), nullable=False),
         sa.Column("reason", AutoString(length=32), nullable=False),
         sa.Column("gateway_id", AutoString(length=64), nullable=False),
         sa.Column("device_id", AutoString(length=36), nullable=True),
@@ -72,6 +73,7 @@ def upgrade() -> None:
         sa.Column("sealed", sa.LargeBinary(), nullable=False),
         sa.Column("received_at", UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("digest"),
     )
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_quarantine_reason"), ["reason"], unique=False)
@@ -158,11 +160,13 @@ def upgrade() -> None:
         "enrollment_code",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("device_id", AutoString(length=36), nullable=False),
+        sa.Column("handle", AutoString(length=4), nullable=False),
         sa.Column("code_hash", AutoString(length=64), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
+        sa.Column("state", AutoString(length=16), nullable=False),
+        sa.Column("failed_attempts", sa.Integer(), nullable=False),
+        sa.Column("max_attempts", sa.Integer(), nullable=False),
+        sa.Column("issued_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", UTCDateTime(timezone=True), nullable=False),
-        sa.Column("used_at", UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["device.id"],
@@ -174,6 +178,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_enrollment_code_device_id"), ["device_id"], unique=False
         )
+        batch_op.create_index(batch_op.f("ix_enrollment_code_handle"), ["handle"], unique=False)
 
     op.create_table(
         "ingested_envelope",
@@ -198,9 +203,10 @@ def upgrade() -> None:
             ["patient.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("device_id", "seq", name="uq_envelope_device_seq"),
+        sa.UniqueConstraint("kid", "seq", name="uq_envelope_credential_seq"),
     )
     with op.batch_alter_table("ingested_envelope", schema=None) as batch_op:
+        batch_op.create_index("ix_envelope_device_seq", ["device_id", "seq"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_ingested_envelope_patient_id"), ["patient_id"], unique=False
         )
@@ -250,9 +256,11 @@ def downgrade() -> None:
     op.drop_table("observation")
     with op.batch_alter_table("ingested_envelope", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ingested_envelope_patient_id"))
+        batch_op.drop_index("ix_envelope_device_seq")
 
     op.drop_table("ingested_envelope")
     with op.batch_alter_table("enrollment_code", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_enrollment_code_handle"))
         batch_op.drop_index(batch_op.f("ix_enrollment_code_device_id"))
 
     op.drop_table("enrollment_code")

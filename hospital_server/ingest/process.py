@@ -1,0 +1,584 @@
+"""Per-envelope ingest: bounds, open, verify, policy, plausibility, idempotent store, status.
+
+This is the heart of the hospital server and has no MQTT in it: :meth:`Ingestor.process`
+takes a session, the gateway id (from the topic) and the envelopes of one uplink batch, and
+returns one :class:`~phd_protocol.wire.EnvelopeResult` per envelope *after* the commit, so the
+caller acks only what is durable. :func:`process_envelope` is the single-envelope form.
+
+Checks, in order, each refusal mapped to one public reason (DESIGN.md section 7)::
+
+    1  size > 64 KiB                                        too_large
+    2  gateway revoked in the database                      gateway_revoked
+    3  framing / HPKE / COSE structure (phd_protocol.envelope)
+                                                            malformed, unknown_recipient_key,
+                                                            decrypt_failed
+    4  kid not a credential in the database                 unknown_credential
+    5  COSE signature with the credential's key             bad_signature
+    6  payload shape; rcpt equals the HPKE recipient kid    malformed / unknown_recipient_key
+    7  payload device id equals the credential's device     unknown_credential
+    8  ts within [now - max age, now + future skew]         clock_skew
+    9  credential valid at ts                               credential_expired
+   10  credential revoked at or before ts                   credential_revoked
+   11  device enrolled, patient active, collection consent  not_enrolled
+   12  observations parse (phd_protocol.observation)        malformed
+   13  (credential, seq) already stored: same signed bytes  -> duplicate; different -> replay
+
+Accepted observations are stored once per (device, content id): a re-downloaded reading under
+a new seq adds nothing (the envelope is still recorded, so its seq is consumed). Values outside
+plausibility ranges are stored with quality ``implausible``; special values as ``special``.
+
+Two phases keep SQLite writers short: phase 1 reads (deferred transaction) and does all crypto
+and encryption; phase 2 writes every row of the batch in one transaction and commits. If a
+concurrent worker committed the same envelope in between (unique constraint), the batch is
+retried envelope by envelope; a transient database error answers ``retry_later`` for every
+envelope not yet committed. Rejections go to the ``quarantine`` table (sealed bytes + reason,
+once per envelope digest), to ``phd_ingest_rejected_total{reason}`` and to an
+``ingest.rejected`` audit event, all with ids only. Nothing here logs content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, tuple_
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, col, select
+
+from hospital_server import audit
+from hospital_server.db import READ_ONLY, IntegrityError, is_transient
+from hospital_server.fieldcrypt import PatientKeys, encrypt_field
+from hospital_server.gateways import GATEWAY_ID
+from hospital_server.ingest import plausibility
+from hospital_server.metrics import ServerMetrics
+from hospital_server.models import (
+    AuditEvent,
+    Consent,
+    ConsentKind,
+    Credential,
+    Device,
+    DeviceStatus,
+    Gateway,
+    IngestedEnvelope,
+    Observation,
+    Patient,
+    PatientStatus,
+    Quarantine,
+    new_id,
+    utcnow,
+)
+from hospital_server.security import certificate_der_to_pem
+from phd_protocol import cbor, crypto
+from phd_protocol.envelope import EnvelopeError, KeyRing, open_envelope
+from phd_protocol.errors import ParseError, RejectReason
+from phd_protocol.observation import Observation as WireObservation
+from phd_protocol.pki import certificate_public_key, load_certificate
+from phd_protocol.policy import (
+    CredentialRecord,
+    VerificationPolicy,
+    VerifiedEnvelope,
+    verify_envelope,
+)
+from phd_protocol.wire import MAX_ENVELOPE_BYTES, EnvelopeResult
+
+__all__ = ["IngestPolicy", "Ingestor", "process_envelope"]
+
+log = logging.getLogger(__name__)
+
+_R = RejectReason
+_ACTOR = "ingest"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestPolicy:
+    max_envelope_bytes: int = MAX_ENVELOPE_BYTES
+    verification: VerificationPolicy = field(default_factory=VerificationPolicy)
+
+
+class _Reject(Exception):  # noqa: N818 -- internal control flow, never escapes this module
+    def __init__(
+        self, reason: RejectReason, *, device_id: str | None = None, kid: str | None = None
+    ):
+        self.reason = reason
+        self.device_id = device_id
+        self.kid = kid
+
+
+@dataclass(slots=True)
+class _Credential:
+    record: CredentialRecord
+    device_id: str
+    patient_id: str
+    device_status: str
+    patient_status: str
+
+
+@dataclass(slots=True)
+class _Accepted:
+    index: int
+    envelope: dict[str, Any]
+    observations: list[dict[str, Any]]
+    content_ids: list[str]
+    device_id: str
+    kid: str
+    seq: int
+    digest: str
+    sealed_at: datetime
+    sealed: bytes = b""
+    sealed_digest: str = ""
+
+
+@dataclass(slots=True)
+class _Rejected:
+    index: int
+    reason: RejectReason
+    digest: str
+    sealed: bytes
+    device_id: str | None
+    kid: str | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Phase-1 output: what to write, and the answers already known."""
+
+    results: list[EnvelopeResult | None]
+    accepted: list[_Accepted] = field(default_factory=list)
+    rejected: list[_Rejected] = field(default_factory=list)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # exact: values never pass through float
+    raise TypeError(f"unexpected {type(value).__name__} in an observation")
+
+
+class Ingestor:
+    """Stateless across batches except for caches of immutable things (verifying keys)."""
+
+    def __init__(
+        self,
+        *,
+        keyring: KeyRing,
+        keys: PatientKeys,
+        metrics: ServerMetrics,
+        policy: IngestPolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.keyring = keyring
+        self.keys = keys
+        self.metrics = metrics
+        self.policy = policy or IngestPolicy()
+        self.clock = clock
+        # A certificate's key never changes: parse each certificate once (parsing is slow).
+        self._verifiers: dict[str, crypto.VerifyingKey] = {}
+
+    # ------------------------------------------------------------------ public
+
+    def process(
+        self, session: Session, gateway_id: str, envelopes: Sequence[bytes]
+    ) -> list[EnvelopeResult]:
+        """Process one batch; returns one result per envelope, after the commit."""
+        if not GATEWAY_ID.match(gateway_id):
+            raise ValueError("gateway id must be 1-64 of [A-Za-z0-9_.-]")
+        try:
+            batch = self._phase1(session, gateway_id, envelopes)
+        except DBAPIError as exc:
+            session.rollback()
+            if not is_transient(exc):
+                raise
+            return self._all_retry(len(envelopes))
+        try:
+            self._phase2(session, gateway_id, batch)
+            session.commit()
+        except IntegrityError:
+            # Another worker committed one of these envelopes (or readings) between our read
+            # and our write. Redo envelope by envelope: each then sees the other's commit.
+            session.rollback()
+            log.info("ingest batch conflict; retrying %d envelopes singly", len(envelopes))
+            if len(envelopes) == 1:
+                return self.process(session, gateway_id, envelopes)
+            return [self.process(session, gateway_id, [e])[0] for e in envelopes]
+        except DBAPIError as exc:
+            session.rollback()
+            if not is_transient(exc):
+                raise
+            log.warning("ingest batch hit a transient database error; answering retry_later")
+            return self._all_retry(len(envelopes))
+        return self._finish(batch)
+
+    # ------------------------------------------------------------------ phase 1: read + crypto
+
+    def _phase1(self, session: Session, gateway_id: str, envelopes: Sequence[bytes]) -> _Batch:
+        batch = _Batch(results=[None] * len(envelopes))
+        session.connection(execution_options=READ_ONLY)
+        try:
+            gateway = session.get(Gateway, gateway_id)
+            gateway_revoked = gateway is not None and gateway.status == "revoked"
+            now = self.clock()
+            creds: dict[str, _Credential | None] = {}
+            consent: dict[str, bool] = {}
+            seen: set[tuple[str, int]] = set()
+            for index, data in enumerate(envelopes):
+                digest = crypto.sha256(data).hex()
+                try:
+                    if len(data) > self.policy.max_envelope_bytes:
+                        raise _Reject(_R.TOO_LARGE)
+                    if gateway_revoked:
+                        raise _Reject(_R.GATEWAY_REVOKED)
+                    accepted = self._check(
+                        session, index=index, data=data, now=now, creds=creds, consent=consent
+                    )
+                except _Reject as rej:
+                    batch.rejected.append(
+                        _Rejected(index, rej.reason, digest, data, rej.device_id, rej.kid)
+                    )
+                    continue
+                accepted.sealed, accepted.sealed_digest = data, digest
+                key = (accepted.kid, accepted.seq)
+                if key in seen:  # the same envelope twice in one batch
+                    batch.results[index] = EnvelopeResult.duplicate()
+                    continue
+                seen.add(key)
+                batch.accepted.append(accepted)
+        finally:
+            session.rollback()  # end the read transaction; nothing was written
+        return batch
+
+    def _check(
+        self,
+        session: Session,
+        *,
+        index: int,
+        data: bytes,
+        now: datetime,
+        creds: dict[str, _Credential | None],
+        consent: dict[str, bool],
+    ) -> _Accepted:
+        try:
+            opened = open_envelope(data, self.keyring)
+        except EnvelopeError as exc:
+            raise _Reject(exc.reason) from None
+        message = opened.message
+        kid = message.kid.hex()[:64]
+
+        def lookup(raw_kid: bytes) -> CredentialRecord | None:
+            key = raw_kid.hex()
+            if key not in creds:
+                creds[key] = self._credential(session, key)
+            found = creds[key]
+            return None if found is None else found.record
+
+        try:
+            # Signature, payload shape, recipient binding, device id, revocation and validity
+            # at sealing time, skew: phd_protocol.policy, the same rules the CLI applies.
+            # Replay is decided below against the database, exactly (no window needed).
+            verified = verify_envelope(
+                opened, credentials=lookup, received_at=now, policy=self.policy.verification
+            )
+        except EnvelopeError as exc:
+            cred = creds.get(kid)
+            raise _Reject(exc.reason, device_id=cred.device_id if cred else None, kid=kid) from None
+        cred = creds[kid]
+        assert cred is not None  # verify_envelope refused unknown credentials above
+        if cred.patient_id not in consent:
+            consent[cred.patient_id] = _collection_consent(session, cred.patient_id)
+        if (
+            # A revoked device passed the standing check above, so this envelope was sealed
+            # before the revocation: it is accepted (DESIGN.md section 3).
+            cred.device_status not in {DeviceStatus.ENROLLED, DeviceStatus.REVOKED}
+            or cred.patient_status != PatientStatus.ACTIVE
+            or not consent[cred.patient_id]
+        ):
+            raise _Reject(_R.NOT_ENROLLED, device_id=cred.device_id, kid=kid)
+        try:
+            parsed = [WireObservation.from_wire(o) for o in verified.observations]
+        except (ParseError, ValueError, TypeError):
+            raise _Reject(_R.MALFORMED, device_id=cred.device_id, kid=kid) from None
+        signed_digest = crypto.sha256(
+            b"".join(
+                len(part).to_bytes(4, "big") + part
+                for part in (message.protected, message.payload, message.signature)
+            )
+        ).hex()
+        return self._seal_rows(
+            session,
+            index=index,
+            verified=verified,
+            parsed=parsed,
+            cred=cred,
+            kid=kid,
+            signed_digest=signed_digest,
+        )
+
+    def _seal_rows(
+        self,
+        session: Session,
+        *,
+        index: int,
+        verified: VerifiedEnvelope,
+        parsed: list[WireObservation],
+        cred: _Credential,
+        kid: str,
+        signed_digest: str,
+    ) -> _Accepted:
+        payload = verified.payload
+        sealed_at = datetime.fromtimestamp(payload.ts / 1000, tz=UTC)
+        dek = self.keys.get(session, cred.patient_id)
+        envelope_id = new_id()
+        received = self.clock()
+        raw_blob = cbor.encode(
+            {
+                "raw": [{"uuid": r.uuid, "t": r.t, "b": r.b} for r in verified.raw],
+                "phd": dict(payload.phd),
+            }
+        )
+        envelope = {
+            "id": envelope_id,
+            "device_id": cred.device_id,
+            "patient_id": cred.patient_id,
+            "seq": payload.seq,
+            # Digest of the signed COSE_Sign1 (not of the HPKE bytes, which differ per seal):
+            # tells a redelivery or re-seal (same) from a replayed seq (different content).
+            "signed_digest": signed_digest,
+            "kid": kid,
+            "recipient_kid": payload.rcpt.hex(),
+            "sealed_at": sealed_at,
+            "received_at": received,
+            "observations": len(parsed),
+            "raw_ct": encrypt_field(
+                dek,
+                raw_blob,
+                table="ingested_envelope",
+                column="raw",
+                row_id=envelope_id,
+                patient_id=cred.patient_id,
+            ),
+        }
+        rows: list[dict[str, Any]] = []
+        ids: list[str] = []
+        for obs in parsed:
+            row_id = new_id()
+            value = json.dumps(obs.to_wire(), default=_json_default, separators=(",", ":"))
+            rows.append(
+                {
+                    "id": row_id,
+                    "patient_id": cred.patient_id,
+                    "device_id": cred.device_id,
+                    "envelope_id": envelope_id,
+                    "content_id": obs.id,
+                    "mdc_code": obs.mdc_code,
+                    "quality": plausibility.quality(obs),
+                    "measured_at": obs.time,
+                    "received_at": received,
+                    "value_ct": encrypt_field(
+                        dek,
+                        value.encode(),
+                        table="observation",
+                        column="value",
+                        row_id=row_id,
+                        patient_id=cred.patient_id,
+                    ),
+                }
+            )
+            ids.append(obs.id)
+        return _Accepted(
+            index=index,
+            envelope=envelope,
+            observations=rows,
+            content_ids=ids,
+            device_id=cred.device_id,
+            kid=kid,
+            seq=payload.seq,
+            digest=signed_digest,
+            sealed_at=sealed_at,
+        )
+
+    def _credential(self, session: Session, kid: str) -> _Credential | None:
+        row = session.exec(
+            select(Credential, Device, Patient)
+            .join(Device, col(Device.id) == col(Credential.device_id))
+            .join(Patient, col(Patient.id) == col(Device.patient_id))
+            .where(Credential.kid == kid)
+        ).first()
+        if row is None:
+            return None
+        credential, device, patient = row
+        key = self._verifiers.get(kid)
+        if key is None:
+            key = certificate_public_key(
+                load_certificate(certificate_der_to_pem(credential.cert_der))
+            )
+            self._verifiers[kid] = key
+        return _Credential(
+            record=CredentialRecord(
+                kid=bytes.fromhex(kid),
+                device_id=device.id,
+                public_key=key,
+                not_before=credential.not_before,
+                not_after=credential.not_after,
+                revoked_at=credential.revoked_at,
+            ),
+            device_id=device.id,
+            patient_id=patient.id,
+            device_status=device.status,
+            patient_status=patient.status,
+        )
+
+    # ------------------------------------------------------------------ phase 2: one write
+
+    def _phase2(self, session: Session, gateway_id: str, batch: _Batch) -> None:
+        if batch.accepted:
+            self._store(session, gateway_id, batch)
+        if batch.rejected:
+            self._quarantine(session, gateway_id, batch.rejected)
+
+    def _store(self, session: Session, gateway_id: str, batch: _Batch) -> None:
+        keys = [(a.kid, a.seq) for a in batch.accepted]
+        existing = {
+            (kid, seq): digest
+            for kid, seq, digest in session.exec(
+                select(
+                    IngestedEnvelope.kid, IngestedEnvelope.seq, IngestedEnvelope.signed_digest
+                ).where(tuple_(col(IngestedEnvelope.kid), col(IngestedEnvelope.seq)).in_(keys))
+            )
+        }
+        pairs = {(a.device_id, cid) for a in batch.accepted for cid in a.content_ids}
+        known = set(
+            session.exec(
+                select(Observation.device_id, Observation.content_id).where(
+                    tuple_(col(Observation.device_id), col(Observation.content_id)).in_(pairs)
+                )
+            ).all()
+            if pairs
+            else []
+        )
+        envelope_rows: list[dict[str, Any]] = []
+        observation_rows: list[dict[str, Any]] = []
+        still: list[_Accepted] = []
+        for acc in batch.accepted:
+            signed = acc.digest
+            prior = existing.get((acc.kid, acc.seq))
+            if prior is not None:
+                if prior == signed:
+                    batch.results[acc.index] = EnvelopeResult.duplicate()
+                else:
+                    batch.rejected.append(
+                        _Rejected(
+                            acc.index,
+                            _R.REPLAY,
+                            acc.sealed_digest,
+                            acc.sealed,
+                            acc.device_id,
+                            acc.kid,
+                        )
+                    )
+                continue
+            acc.envelope["gateway_id"] = gateway_id
+            envelope_rows.append(acc.envelope)
+            new_rows = 0
+            for row in acc.observations:
+                pair = (acc.device_id, row["content_id"])
+                if pair in known:
+                    continue  # the same reading again (re-download): stored once
+                known.add(pair)
+                observation_rows.append(row)
+                new_rows += 1
+            still.append(acc)
+            batch.results[acc.index] = (
+                EnvelopeResult.stored() if new_rows or not acc.observations else None
+            )
+            if batch.results[acc.index] is None:
+                batch.results[acc.index] = EnvelopeResult.duplicate()
+        batch.accepted = still
+        if envelope_rows:
+            session.execute(insert(IngestedEnvelope), envelope_rows)
+        if observation_rows:
+            session.execute(insert(Observation), observation_rows)
+
+    def _quarantine(self, session: Session, gateway_id: str, rejected: list[_Rejected]) -> None:
+        digests = {r.digest for r in rejected}
+        known = set(
+            session.exec(select(Quarantine.digest).where(col(Quarantine.digest).in_(digests)))
+        )
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for rej in rejected:
+            if rej.digest in known:
+                continue  # a redelivery of an envelope already quarantined and audited
+            known.add(rej.digest)
+            rows.append(
+                {
+                    "digest": rej.digest,
+                    "reason": rej.reason.value,
+                    "gateway_id": gateway_id,
+                    "device_id": rej.device_id,
+                    "kid": rej.kid,
+                    "size": len(rej.sealed),
+                    "sealed": rej.sealed,
+                    "received_at": now,
+                }
+            )
+            events.append(_audit_row(rej, gateway_id, now))
+        if rows:
+            session.execute(insert(Quarantine), rows)
+            session.execute(insert(AuditEvent), events)
+
+    # ------------------------------------------------------------------ results
+
+    def _finish(self, batch: _Batch) -> list[EnvelopeResult]:
+        now = self.clock()
+        for rej in batch.rejected:
+            batch.results[rej.index] = EnvelopeResult.rejected(rej.reason, permanent=True)
+            self.metrics.rejected.labels(reason=rej.reason.value).inc()
+        for acc in batch.accepted:
+            self.metrics.latency.observe(max(0.0, (now - acc.sealed_at).total_seconds()))
+        results: list[EnvelopeResult] = []
+        for result in batch.results:
+            final = result if result is not None else EnvelopeResult.retry_later()
+            self.metrics.envelopes.labels(outcome=final.status.value).inc()
+            results.append(final)
+        return results
+
+    def _all_retry(self, count: int) -> list[EnvelopeResult]:
+        self.metrics.envelopes.labels(outcome="retry_later").inc(count)
+        return [EnvelopeResult.retry_later() for _ in range(count)]
+
+
+def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]:
+    detail = {"reason": rej.reason.value, "gateway": gateway_id, "envelope": rej.digest[:32]}
+    if rej.kid is not None:
+        detail["kid"] = rej.kid
+    return {
+        "at": now,
+        "event_type": "ingest.rejected",
+        "actor": _ACTOR,
+        "subject": rej.device_id,
+        "detail": json.dumps(detail, sort_keys=True, separators=(",", ":")),
+    }
+
+
+def _collection_consent(session: Session, patient_id: str) -> bool:
+    latest = session.exec(
+        select(Consent.granted)
+        .where(Consent.patient_id == patient_id, Consent.kind == ConsentKind.COLLECTION)
+        .order_by(col(Consent.id).desc())
+        .limit(1)
+    ).first()
+    return bool(latest)
+
+
+def process_envelope(
+    ingestor: Ingestor, session: Session, envelope: bytes, gateway_id: str
+) -> EnvelopeResult:
+    """The plain per-envelope function: process one envelope, commit, return its status."""
+    return ingestor.process(session, gateway_id, [envelope])[0]
+
+
+_ = audit  # event names come from hospital_server.audit.EVENT_TYPES ("ingest.rejected")
