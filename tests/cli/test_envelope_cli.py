@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,14 @@ from hospital_server.pki.layout import PkiLayout
 from phd_cli.main import main
 from phd_protocol import crypto, pki
 from phd_protocol.enrollment import ingest_key_id
-from tests.pki_fixtures import fresh_pki  # noqa: F401 -- a fixture, used by name
+from tests.pki_fixtures import make_pki
+
+
+@pytest.fixture
+def fresh_pki(tmp_path: Path) -> PkiLayout:
+    """A PKI of our own per test: these tests issue and revoke certificates in it."""
+    return make_pki(tmp_path / "pki", gateways=())
+
 
 BATCH = """[
   {"id": "0123456789abcdef0123456789abcdef", "mdc_code": 150021, "value": 120.5,
@@ -33,7 +39,7 @@ def _credential(layout: PkiLayout, home: Path, alg: int = crypto.COSE_EDDSA) -> 
     directory = home / str(device_id)
     directory.mkdir(parents=True)
     (directory / "device.key").write_bytes(crypto.private_key_pem(key))
-    os.chmod(directory / "device.key", 0o600)
+    (directory / "device.key").chmod(0o600)
     (directory / "device.crt").write_bytes(cert_pem)
     (directory / "chain.crt").write_bytes(chain_pem)
     (directory / "root.crt").write_bytes(layout.root_ca_cert.read_bytes())
