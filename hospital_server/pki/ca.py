@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hospital_server.pki.errors import (
     PkiError,
@@ -65,6 +66,7 @@ from phd_protocol.pki import (
     load_crls,
     serial_hex,
 )
+from phd_protocol.pki.purpose import leaf_eku
 
 __all__ = [
     "CA_DAYS",
@@ -76,6 +78,7 @@ __all__ = [
     "REVOCATION_REASONS",
     "ROOT_CRL_NEXT_UPDATE",
     "ROOT_DAYS",
+    "SERVER_EKU",
     "CertificateRecord",
     "CrlStatus",
     "InitReport",
@@ -104,7 +107,12 @@ DEVICE_DAYS = 365
 # broker and ingest warn when less than a third is left (see certs/README.md, "CRL renewal").
 CRL_NEXT_UPDATE = timedelta(days=7)
 ROOT_CRL_NEXT_UPDATE = timedelta(days=90)  # the root is offline; its CRL is renewed quarterly
-BACKDATE = timedelta(minutes=5)  # tolerate small clock differences between peers
+BACKDATE = timedelta(minutes=5)
+# server.crt: HTTPS server and MQTT client of the broker (control channel).
+SERVER_EKU: tuple[x509.ObjectIdentifier, ...] = (
+    *leaf_eku(Purpose.SERVICE_TLS),
+    ExtendedKeyUsageOID.CLIENT_AUTH,
+)  # tolerate small clock differences between peers
 
 # RFC 5280 section 5.3.1 reason names accepted on the command line.
 REVOCATION_REASONS: dict[str, x509.ReasonFlags] = {
@@ -308,6 +316,13 @@ def _add_records(layout: PkiLayout, records: Sequence[dict[str, Any]]) -> None:
     write_json(layout.inventory, {"certificates": certs})
 
 
+def _eku_set(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    try:
+        return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return set()
+
+
 def _san_set(cert: x509.Certificate) -> set[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -475,6 +490,9 @@ def init_pki(
                 hosts,
             ),
         ]
+        # The hospital server is also an MQTT client of the broker (its control channel), so
+        # its certificate adds clientAuth; the broker's does not (it is never a client).
+        ekus: dict[str, tuple[x509.ObjectIdentifier, ...]] = {"server": SERVER_EKU}
         leaves += [
             (
                 w,
@@ -490,11 +508,14 @@ def init_pki(
         for name, kind, cert_path, key_path, chain_path, purpose, sans in leaves:
             key, fresh = run.key(key_path, algorithm=es256, encrypt=False)
 
+            eku = ekus.get(name, leaf_eku(purpose))
+
             def build_service_leaf(
                 key: crypto.SigningKey = key,
                 name: str = name,
                 purpose: Purpose = purpose,
                 sans: Sequence[str] = sans,
+                eku: tuple[x509.ObjectIdentifier, ...] = eku,
             ) -> x509.Certificate:
                 return build_leaf(
                     key.public_key(),
@@ -505,11 +526,20 @@ def init_pki(
                     not_before=start,
                     not_after=t + timedelta(days=LEAF_DAYS),
                     sans=sans,
+                    eku=eku,
                 )
 
-            def wanted_leaf(c: x509.Certificate, sans: Sequence[str] = sans) -> bool:
+            def wanted_leaf(
+                c: x509.Certificate,
+                sans: Sequence[str] = sans,
+                eku: tuple[x509.ObjectIdentifier, ...] = eku,
+            ) -> bool:
                 want = {str(ipaddress.ip_address(s)) if _is_ip(s) else s for s in sans}
-                return c.issuer == service_cert.subject and _san_set(c) == want
+                return (
+                    c.issuer == service_cert.subject
+                    and _san_set(c) == want
+                    and _eku_set(c) == set(eku)
+                )
 
             leaf = run.cert(
                 cert_path,

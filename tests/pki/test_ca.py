@@ -452,3 +452,41 @@ def test_init_with_the_root_key_offline_never_mints_a_new_root(tmp_path: Path) -
     with pytest.raises(PkiError, match="offline"):
         init_pki(layout, hosts=("localhost", "new.hospital.test"))
     assert layout.root_ca_cert.read_bytes() == root
+
+
+def test_server_certificate_is_also_an_mqtt_client_but_the_broker_is_not(
+    dev_pki: PkiLayout,
+) -> None:
+    L = dev_pki
+    common = (
+        "-purpose",
+        "sslclient",
+        "-CAfile",
+        L.root_ca_cert,
+        "-untrusted",
+        L.ca_cert("service"),
+    )
+    assert _openssl(*common, L.server_cert).returncode == 0
+    assert _openssl(*common, L.broker_cert).returncode != 0
+    _verify(L, L.server_chain.read_bytes(), Purpose.SERVICE_TLS)
+    with _refused(CertificateReason.WRONG_PURPOSE):
+        _verify(L, L.server_chain.read_bytes(), Purpose.GATEWAY_CLIENT)
+
+
+def test_init_upgrades_a_server_certificate_that_lacks_client_auth(tmp_path: Path) -> None:
+    from hospital_server.pki.ca import SERVER_EKU
+    from phd_protocol.pki.purpose import leaf_eku
+
+    layout = PkiLayout(tmp_path / "pki")
+    init_pki(layout)
+    issue_client_certificate(
+        layout, "server", ca="service", purpose=Purpose.SERVICE_TLS,
+        eku=leaf_eku(Purpose.SERVICE_TLS), sans=("localhost", "127.0.0.1", "::1"),
+        cert_path=layout.server_cert, key_path=layout.server_key, chain_path=layout.server_chain,
+    )  # fmt: skip
+    report = init_pki(layout)
+    assert report.created == ("server.crt",)
+    eku = load_certificate(layout.server_cert.read_bytes()).extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage
+    )
+    assert set(eku.value) == set(SERVER_EKU)
