@@ -99,7 +99,22 @@ class Sign1:
         return cls(alg=alg, kid=kid, payload=payload, signature=signature, protected=protected)
 
 
+# Protected headers recur (one per device credential): memoise their parse, bounded.
+_PROTECTED_CACHE: dict[bytes, tuple[int, bytes]] = {}
+_PROTECTED_CACHE_LIMIT = 4096
+
+
 def _parse_protected(protected: bytes) -> tuple[int, bytes]:
+    cached = _PROTECTED_CACHE.get(protected)
+    if cached is not None:
+        return cached
+    parsed = _parse_protected_uncached(protected)
+    if len(_PROTECTED_CACHE) < _PROTECTED_CACHE_LIMIT:
+        _PROTECTED_CACHE[protected] = parsed
+    return parsed
+
+
+def _parse_protected_uncached(protected: bytes) -> tuple[int, bytes]:
     try:
         header = cbor.decode(protected, max_depth=1, tags=frozenset())
     except cbor.CborError as exc:

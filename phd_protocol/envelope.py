@@ -38,8 +38,8 @@ parameters, and never return payload content that has not passed the checks name
 
 from __future__ import annotations
 
+import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -196,14 +196,13 @@ class DeviceSigner:
         crypto.signature_algorithm(self.key)  # ValueError for a key type we do not accept
 
 
+# Canonical UUID text as str(uuid.UUID(...)) prints it; a regex is several times faster than
+# parsing and this check runs for every envelope.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _check_device_id(device_id: object) -> str:
-    if not isinstance(device_id, str) or len(device_id) != 36:
-        raise ValueError("device id must be a canonical UUID")
-    try:
-        canonical = str(uuid.UUID(device_id))
-    except ValueError:
-        raise ValueError("device id must be a canonical UUID") from None
-    if canonical != device_id:
+    if not isinstance(device_id, str) or _CANONICAL_UUID.fullmatch(device_id) is None:
         raise ValueError("device id must be a canonical (lower-case, hyphenated) UUID")
     return device_id
 
@@ -250,7 +249,7 @@ def _check_observation(value: object) -> None:
 
 
 def _check_phd(value: object) -> None:
-    if not isinstance(value, Mapping) or len(value) > MAX_PHD_KEYS:
+    if not isinstance(value, dict | Mapping) or len(value) > MAX_PHD_KEYS:
         raise ValueError(f"phd info is a map of at most {MAX_PHD_KEYS} keys")
     for key, item in value.items():
         if not isinstance(key, str) or not _is_scalar(item):

@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from phd_protocol import cose, crypto
@@ -160,10 +160,16 @@ class VerificationPolicy:
 
     max_age: timedelta = timedelta(days=30)
     max_future: timedelta = timedelta(minutes=5)
+    _bounds_ms: tuple[int, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_age < timedelta(0) or self.max_future < timedelta(0):
             raise ValueError("skew bounds must be non-negative")
+        ms = timedelta(milliseconds=1)
+        object.__setattr__(self, "_bounds_ms", (self.max_age // ms, self.max_future // ms))
+
+
+_DEFAULT_POLICY = VerificationPolicy()
 
 
 class ReplayVerdict(enum.Enum):
@@ -245,7 +251,7 @@ def verify_envelope(
     With ``decode_sections`` (the default) the obs and raw sections are parsed last, so a
     malformed section is refused (malformed) only from an otherwise acceptable sender.
     """
-    policy = policy or VerificationPolicy()
+    policy = policy or _DEFAULT_POLICY
     message = opened.message
     credential = credentials(message.kid)
     if credential is None:
@@ -285,10 +291,10 @@ def check_standing(credential: CredentialRecord, sealed_ms: int) -> None:
 
 
 def check_skew(sealed_ms: int, *, received_at: datetime, policy: VerificationPolicy) -> None:
-    now = _ms(received_at.astimezone(UTC))
-    if sealed_ms > now + policy.max_future // timedelta(milliseconds=1):
-        raise EnvelopeError(RejectReason.CLOCK_SKEW)
-    if sealed_ms < now - policy.max_age // timedelta(milliseconds=1):
+    """Sealing time within [received - max_age, received + max_future]; else clock_skew."""
+    now = _ms(received_at)
+    max_age, max_future = policy._bounds_ms
+    if not now - max_age <= sealed_ms <= now + max_future:
         raise EnvelopeError(RejectReason.CLOCK_SKEW)
 
 
