@@ -588,12 +588,9 @@ def _ensure_ingest_key(run: _Init) -> None:
     key = crypto.generate_hpke_key()
     write_atomic(path, crypto.private_key_pem(key), mode=PRIVATE_MODE)
     public = crypto.x25519_public_raw(key)
-    entries = [
-        dict(e, status="retired") if e.get("private_file") == path.name else e
-        for e in keyring
-        if isinstance(e, dict)
-    ]
-    entries = [e for e in entries if e.get("private_file") != path.name]
+    # The entry of the key file being replaced (by --force) goes with it; entries of older,
+    # rotated-out keys stay so envelopes sealed to them can still be opened.
+    entries = [e for e in keyring if isinstance(e, dict) and e.get("private_file") != path.name]
     entries.append(
         {
             "kid": ingest_key_id(public).hex(),

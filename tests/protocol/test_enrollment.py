@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -467,3 +468,37 @@ def test_replay_window_forgets_after_twice_the_skew() -> None:
 
 def test_chain_pem_helper_matches(pki: Pki) -> None:
     assert certificates_pem([pki.ca]) == certificate_pem(pki.ca)
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_FIELDS = [
+    *("code", "csr_pem", "phd", "device_id", "certificate_pem", "chain_pem", "root_pem"),
+    *("ingest_keys", "v", "cert_kid", "ts", "nonce", "signature", "system_id", "model"),
+]
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=8).map(
+            lambda d: json.dumps(d).encode()
+        ),
+    )
+)
+def test_message_parsers_return_a_value_or_raise_enrollment_error(data: bytes) -> None:
+    for parser in (
+        EnrollmentRequest.from_json,
+        EnrollmentResponse.from_json,
+        RenewalRequest.from_json,
+    ):
+        # The invariant: a value or an EnrollmentError, never another exception type.
+        with contextlib.suppress(EnrollmentError):
+            parser(data)
