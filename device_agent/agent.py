@@ -32,8 +32,6 @@ from device_agent.ble import (
     PhdLink,
     Reading,
     SecurityPolicy,
-    racp_from_sequence,
-    racp_request,
 )
 from device_agent.errors import AgentError, BleError, BleFailure, PolicyError
 from device_agent.handoff import DeliveryReport, Handoff
@@ -42,13 +40,22 @@ from device_agent.spool import Spool
 from device_agent.store import AgentHome, Credential, PhdInfo
 from phd_protocol.errors import ParseError
 from phd_protocol.gatt.date_time import DateTime
+from phd_protocol.gatt.racp import (
+    RacpFilterType,
+    RacpOpCode,
+    RacpOperator,
+    RacpRequest,
+    RacpResponse,
+    RacpResponseCode,
+    decode_racp,
+)
 
 __all__ = ["Agent", "AgentConfig", "SessionReport"]
 
 logger = logging.getLogger(__name__)
 
 _GLUCOSE_MEASUREMENT = 0x2A18
-_RACP_SUCCESS, _RACP_NO_RECORDS = 0x01, 0x06
+_RACP_DONE = frozenset({RacpResponseCode.SUCCESS, RacpResponseCode.NO_RECORDS_FOUND})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -262,16 +269,32 @@ class Agent:
         return agent_now - device_now.replace(tzinfo=UTC)
 
     async def _download(self, link: PhdLink, credential: Credential, collector: _Collector) -> None:
+        """RACP (GLS 3.108): all records the first time, then those >= the cursor."""
         cursor = credential.racp_next
-        request = racp_request(0x01, 0x01) if cursor is None else racp_from_sequence(cursor)
-        response = await link.racp(request, wait=self.config.racp_timeout)
+        request = (
+            RacpRequest(op_code=RacpOpCode.REPORT_STORED_RECORDS, operator=RacpOperator.ALL_RECORDS)
+            if cursor is None
+            else RacpRequest(
+                op_code=RacpOpCode.REPORT_STORED_RECORDS,
+                operator=RacpOperator.GREATER_THAN_OR_EQUAL,
+                filter_type=RacpFilterType.SEQUENCE_NUMBER,
+                minimum=min(cursor, 0xFFFF),
+            )
+        )
+        raw = await link.racp(request.encode(), wait=self.config.racp_timeout)
         await collector.drain()
         await collector.flush()
-        if len(response) == 4 and response[0] == 0x06 and response[2] == 0x01:
-            if response[3] in (_RACP_SUCCESS, _RACP_NO_RECORDS):
-                return
-            raise BleError(BleFailure.RACP_FAILED, f"response code {response[3]}")
-        raise BleError(BleFailure.RACP_FAILED, "unexpected RACP response")
+        try:
+            response = decode_racp(raw)
+        except ParseError as exc:
+            raise BleError(BleFailure.RACP_FAILED, "malformed RACP response") from exc
+        if (
+            not isinstance(response, RacpResponse)
+            or response.request_op_code != RacpOpCode.REPORT_STORED_RECORDS
+        ):
+            raise BleError(BleFailure.RACP_FAILED, "unexpected RACP response")
+        if response.response_code not in _RACP_DONE:
+            raise BleError(BleFailure.RACP_FAILED, response.response_code.name.lower())
 
     async def _collect_until_idle(self, link: PhdLink, collector: _Collector) -> None:
         loop = asyncio.get_running_loop()

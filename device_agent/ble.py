@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -384,8 +383,9 @@ class PhdLink:
     async def racp(self, request: bytes, *, wait: float) -> bytes:
         """Write a Record Access Control Point request and wait for its indication (GLS 3.108).
 
-        Returns the raw response (op code 0x05 number-of-records or 0x06 response code); the
-        records themselves arrive meanwhile as measurement notifications through the sink.
+        ``request`` is an encoded ``phd_protocol.gatt.racp.RacpRequest``; returns the raw
+        response (number-of-records or response code) for the caller to decode. The records
+        themselves arrive meanwhile as measurement notifications through the sink.
         """
         char = self._char(RACP)
         if char is None:
@@ -420,13 +420,3 @@ class PhdLink:
         if lost in done:
             raise BleError(BleFailure.DISCONNECTED, "link lost during RACP procedure")
         raise BleError(BleFailure.TIMEOUT, "RACP procedure")
-
-
-def racp_request(opcode: int, operator: int, operand: bytes = b"") -> bytes:
-    """Encode an RACP request (GLS 3.108.1): op code, operator, operand."""
-    return bytes([opcode, operator]) + operand
-
-
-def racp_from_sequence(first: int) -> bytes:
-    """ "Report stored records, greater than or equal to sequence number ``first``" (0x01 0x03)."""
-    return racp_request(0x01, 0x03, bytes([0x01]) + struct.pack("<H", first))
