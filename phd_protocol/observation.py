@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ __all__ = [
     "content_id",
     "format_time",
     "value_to_wire",
+    "wire_json",
 ]
 
 _FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,47}$")
@@ -173,6 +175,10 @@ def content_id(
     """
     _check_text(device, _DEVICE_RE, "device must be 1-128 printable ASCII characters")
     _check_text(unit, _UCUM_RE, "unit must be a UCUM code (1-32 printable ASCII)")
+    if value is not None:
+        _check_number(value, "value")
+    components = tuple(components)
+    _check_components(components)
     if time is None:
         stamp = "-"
     else:
@@ -332,6 +338,41 @@ def apply_clock_correction(obs: Observation, offset: timedelta) -> Observation:
         return obs
     original = obs.device_time if obs.device_time is not None else obs.time
     return replace(obs, time=original + offset, device_time=original, clock_corrected=True)
+
+
+def wire_json(data: Any, *, indent: int | None = None) -> str:
+    """JSON text for wire dicts, with every ``Decimal`` written as an exact JSON number.
+
+    ``json.dumps`` cannot write a Decimal as a number; going through float would print
+    120.49999... for some values. Read it back with ``json.loads(text, parse_float=Decimal)``.
+    """
+    return _json(data, indent, 0)
+
+
+def _json(data: Any, indent: int | None, depth: int) -> str:
+    if isinstance(data, Decimal):
+        if not data.is_finite():
+            raise ValueError("JSON has no non-finite numbers; use the special-value strings")
+        return format(data, "f")
+    if data is None or isinstance(data, bool | int | str):
+        return json.dumps(data, ensure_ascii=False)
+    if isinstance(data, Mapping | list | tuple):
+        pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
+        end = "" if indent is None else "\n" + " " * (indent * depth)
+        sep = ", " if indent is None else ","
+        if isinstance(data, Mapping):
+            if not data:
+                return "{}"
+            items = []
+            for key, value in data.items():
+                if not isinstance(key, str):
+                    raise TypeError("JSON object keys must be strings")
+                items.append(f"{pad}{json.dumps(key)}: {_json(value, indent, depth + 1)}")
+            return "{" + sep.join(items) + end + "}"
+        if not data:
+            return "[]"
+        return "[" + sep.join(f"{pad}{_json(v, indent, depth + 1)}" for v in data) + end + "]"
+    raise TypeError(f"not a wire value: {type(data).__name__}")
 
 
 def value_to_wire(value: MedicalNumber) -> Decimal | str:
