@@ -39,9 +39,9 @@ parameters, and never return payload content that has not passed the checks name
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from phd_protocol import cbor, cose, crypto
@@ -97,7 +97,8 @@ Clock = Callable[[], int]
 
 
 def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+    # The default of seal()'s injectable clock (datetime, not time: see tests/test_purity.py).
+    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 class EnvelopeError(PhdProtocolError):
