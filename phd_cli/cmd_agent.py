@@ -102,17 +102,18 @@ async def _backends(args: argparse.Namespace) -> AsyncIterator[BleBackends]:
         yield BleBackends()
         return
     from device_agent.virtual.bleak_backend import bleak_backends
-    from device_agent.virtual.phds import GlucoseMeter, start_fleet
+    from device_agent.virtual.phds import start_fleet
     from device_agent.virtual.radio import VirtualRadio
 
     radio = VirtualRadio()
-    fleet = await start_fleet(radio, seed=args.virtual_seed, live_count=3, interval=0.2)
-    # The meter is rebuilt with the requested store (a pure function of the seed).
-    meter = next(p for p in fleet if isinstance(p, GlucoseMeter))
-    meter.records = GlucoseMeter(
-        radio, address=meter.address, seed=meter.seed, records=args.virtual_records
-    ).records
-    meter.record_interval = args.virtual_record_interval
+    fleet = await start_fleet(
+        radio,
+        seed=args.virtual_seed,
+        live_count=3,
+        interval=0.2,
+        glucose_records=args.virtual_records,
+        record_interval=args.virtual_record_interval,
+    )
     client, scanner = bleak_backends(radio)
     try:
         yield BleBackends(client=client, scanner=scanner)

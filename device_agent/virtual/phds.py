@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bumble import att
 from bumble.core import UUID, AdvertisingData
@@ -140,9 +140,6 @@ class VirtualPhd:
         return datetime.now(UTC).replace(tzinfo=None) + self.clock_offset
 
     # ------------------------------------------------------------------ GATT building
-    def _perm(self, base: att.Attribute.Permissions) -> att.Attribute.Permissions:
-        return base
-
     def secured_char(
         self, uuid16: int, properties: Characteristic.Properties, value: bytes = b""
     ) -> Characteristic[bytes]:
@@ -521,9 +518,27 @@ class GlucoseMeter(VirtualPhd):
     has_display = True
 
     def __init__(
-        self, radio: VirtualRadio, *, records: int = 20, record_interval: float = 0.0, **kw: object
+        self,
+        radio: VirtualRadio,
+        *,
+        address: str | None = None,
+        serial: str | None = None,
+        seed: int = 1,
+        faults: Faults | None = None,
+        live_count: int = 3,
+        interval: float = 0.05,
+        records: int = 20,
+        record_interval: float = 0.0,
     ) -> None:
-        super().__init__(radio, **kw)  # type: ignore[arg-type]  # forwarded keyword-only options
+        super().__init__(
+            radio,
+            address=address,
+            serial=serial,
+            seed=seed,
+            faults=faults,
+            live_count=live_count,
+            interval=interval,
+        )
         rng = random.Random(self.seed * 7919)  # noqa: S311 - simulated physiology
         self.records: list[StoredRecord] = [
             StoredRecord(
@@ -659,17 +674,27 @@ async def start_fleet(
     *,
     seed: int = 1,
     faults: dict[str, Faults] | None = None,
-    **options: object,
+    live_count: int = 3,
+    interval: float = 0.05,
+    glucose_records: int = 20,
+    record_interval: float = 0.0,
 ) -> list[VirtualPhd]:
-    """Start one device of each of the six kinds on ``radio``; ``faults`` is keyed by kind."""
+    """Start one device of each of the six kinds on ``radio``; ``faults`` is keyed by kind.
+
+    Started in :data:`DEVICE_CLASSES` order, so on a fresh radio the addresses are
+    D0:00:00:00:00:10 (blood pressure) to :15 (heart rate).
+    """
     fleet: list[VirtualPhd] = []
     for index, cls in enumerate(DEVICE_CLASSES):
-        device = cls(
-            radio,
-            seed=seed * 100 + index,
-            faults=(faults or {}).get(cls.kind),
-            **options,  # type: ignore[arg-type]  # caller-chosen live_count / interval
-        )
+        options: dict[str, Any] = {
+            "seed": seed * 100 + index,
+            "faults": (faults or {}).get(cls.kind),
+            "live_count": live_count,
+            "interval": interval,
+        }
+        if cls is GlucoseMeter:
+            options |= {"records": glucose_records, "record_interval": record_interval}
+        device = cls(radio, **options)
         await device.start()
         fleet.append(device)
     return fleet

@@ -173,3 +173,4 @@ async def test_wrong_device_clock_is_corrected_flagged_and_set(world: World) -> 
     assert abs(phd.clock_offset) < timedelta(seconds=5)
     again = await agent.session(credential)
     assert not again.clock_corrected
+    assert again.pairing == "bonded"  # the second link re-encrypted with the stored key
