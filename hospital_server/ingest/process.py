@@ -223,7 +223,7 @@ class Ingestor:
             now = self.clock()
             creds: dict[str, _Credential | None] = {}
             consent: dict[str, bool] = {}
-            seen: set[tuple[str, int]] = set()
+            seen: dict[tuple[str, int], str] = {}
             for index, data in enumerate(envelopes):
                 digest = crypto.sha256(data).hex()
                 try:
@@ -241,10 +241,15 @@ class Ingestor:
                     continue
                 accepted.sealed, accepted.sealed_digest = data, digest
                 key = (accepted.kid, accepted.seq)
-                if key in seen:  # the same envelope twice in one batch
-                    batch.results[index] = EnvelopeResult.duplicate()
+                if key in seen:  # the same seq twice in one batch
+                    if seen[key] == accepted.digest:
+                        batch.results[index] = EnvelopeResult.duplicate()
+                    else:
+                        batch.rejected.append(
+                            _Rejected(index, _R.REPLAY, digest, data, accepted.device_id, key[0])
+                        )
                     continue
-                seen.add(key)
+                seen[key] = accepted.digest
                 batch.accepted.append(accepted)
         finally:
             session.rollback()  # end the read transaction; nothing was written
