@@ -11,8 +11,8 @@ Order of checks, each raising :class:`CertificateError` with the reason named:
 1. path building: each certificate's issuer must be found by name and key identifier among
    the intermediates and anchors (``wrong_issuer``) and its signature must verify
    (``bad_signature``); the path ends at a configured anchor, at most 3 certificates;
-2. validity at ``at`` for every certificate including the anchor (``not_yet_valid``,
-   ``expired``);
+2. no unrecognised critical extension (``malformed``); validity at ``at`` for every
+   certificate including the anchor (``not_yet_valid``, ``expired``);
 3. CA rules: basicConstraints CA and keyCertSign on issuers, pathLenConstraint
    (``path_length``), leaf is not a CA, EKU of leaf and of every CA fits the purpose
    (``wrong_purpose``);
@@ -37,6 +37,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtensionOID
 
 from phd_protocol.pki.errors import CertificateError, CertificateReason
 from phd_protocol.pki.ident import certificate_der, certificate_kid
@@ -136,6 +137,28 @@ def _build_path(
         path.append(nxt)
         current = nxt
     return path
+
+
+# Extensions this checker understands; RFC 5280 section 4.2 requires refusing a certificate
+# with any other extension marked critical.
+_KNOWN_CRITICAL = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.NAME_CONSTRAINTS,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+    }
+)
+
+
+def _check_critical(path: Sequence[x509.Certificate]) -> None:
+    for i, cert in enumerate(path):
+        for ext in cert.extensions:
+            if ext.critical and ext.oid not in _KNOWN_CRITICAL:
+                raise CertificateError(
+                    _R.MALFORMED, f"certificate {i} has an unrecognised critical extension"
+                )
 
 
 def _check_times(path: Sequence[x509.Certificate], at: datetime) -> None:
@@ -334,6 +357,7 @@ def verify_chain(
     if not anchors:
         raise CertificateError(_R.WRONG_ISSUER, "no trust anchors")
     path = _build_path(leaf, intermediates, anchors)
+    _check_critical(path)
     _check_times(path, at)
     _check_ca_rules(path, purpose)
     _check_name_constraints(path)

@@ -631,3 +631,31 @@ def test_pem_loaders_refuse_garbage_and_counts() -> None:
         load_certificate(certificates_pem([h.root, h.root]))
     with refused(R.MALFORMED):
         load_certificates(b"-" * (1024 * 1024 + 1))
+
+
+def test_unknown_critical_extension_is_refused(h: Hierarchy) -> None:
+    from cryptography.hazmat.primitives import hashes
+
+    _, gw_key = h.cas[CaRole.GATEWAY]
+    key = crypto.generate_signing_key(crypto.COSE_ES256)
+    base = h.leaf(Purpose.GATEWAY_CLIENT, key=key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(base.subject)
+        .issuer_name(base.issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(T0 - DAY)
+        .not_valid_after(T0 + DAY)
+    )
+    for ext in base.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    builder = builder.add_extension(
+        x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"),
+        critical=True,
+    )
+    assert isinstance(gw_key, ec.EllipticCurvePrivateKey)
+    odd = builder.sign(gw_key, hashes.SHA256())
+    with refused(R.MALFORMED):
+        verify(h, odd, Purpose.GATEWAY_CLIENT)
+    verify(h, base, Purpose.GATEWAY_CLIENT)
