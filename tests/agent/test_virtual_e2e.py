@@ -91,18 +91,18 @@ async def test_scan_finds_every_health_service(
 
 
 @pytest.mark.parametrize(
-    ("cls", "char"),
+    ("cls", "char", "unit"),
     [
-        (BloodPressureMonitor, "2A35"),
-        (Thermometer, "2A1C"),
-        (Scale, "2A9D"),
-        (PulseOximeter, "2A5E"),
-        (HeartRateSensor, "2A37"),
-        (GlucoseMeter, "2A18"),
+        (BloodPressureMonitor, "2A35", "mm[Hg]"),
+        (Thermometer, "2A1C", "Cel"),
+        (Scale, "2A9D", "kg"),
+        (PulseOximeter, "2A5E", "%"),
+        (HeartRateSensor, "2A37", "/min"),
+        (GlucoseMeter, "2A18", "mg/dL"),
     ],
 )
 async def test_every_device_type_reaches_a_sealed_envelope(
-    cls: type[VirtualPhd], char: str, world: World
+    cls: type[VirtualPhd], char: str, unit: str, world: World
 ) -> None:
     phd = await world.start(cls(world.radio, **FAST))
     credential = await world.make_credential(phd.address)
@@ -115,6 +115,9 @@ async def test_every_device_type_reaches_a_sealed_envelope(
     assert [p.seq for p in payloads] == sorted({p.seq for p in payloads})
     raw_chars = {r.uuid for p in payloads for r in p.raw}
     assert char in raw_chars
+    decoded = [o for p in payloads for o in p.observations if o.get("char") == char]
+    assert decoded, f"no observation decoded from {char}"
+    assert unit in {o["unit"] for o in decoded}
     phd_info = payloads[0].phd
     assert phd_info["model"] == phd.model
     assert phd_info["serial"] == phd.serial
