@@ -356,11 +356,15 @@ def verify_chain(
     at = at.astimezone(UTC)
     if not anchors:
         raise CertificateError(_R.WRONG_ISSUER, "no trust anchors")
-    path = _build_path(leaf, intermediates, anchors)
-    _check_critical(path)
-    _check_times(path, at)
-    _check_ca_rules(path, purpose)
-    _check_name_constraints(path)
-    if crls is not None:
-        _check_revocation(path, crls, at)
+    try:
+        path = _build_path(leaf, intermediates, anchors)
+        _check_critical(path)
+        _check_times(path, at)
+        _check_ca_rules(path, purpose)
+        _check_name_constraints(path)
+        if crls is not None:
+            _check_revocation(path, crls, at)
+    except ValueError as exc:
+        # cryptography parses extensions lazily: a damaged extension surfaces here, once.
+        raise CertificateError(_R.MALFORMED, "a certificate or CRL does not parse") from exc
     return VerifiedChain(path=tuple(path), purpose=purpose, at=at)

@@ -490,3 +490,13 @@ def test_init_upgrades_a_server_certificate_that_lacks_client_auth(tmp_path: Pat
         x509.ExtendedKeyUsage
     )
     assert set(eku.value) == set(SERVER_EKU)
+
+
+def test_concurrent_issuance_keeps_every_record(fresh_pki: PkiLayout) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"gw-c{i}" for i in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda n: issue_gateway(fresh_pki, n), names))
+    recorded = {r.name for r in load_inventory(fresh_pki)}
+    assert set(names) <= recorded

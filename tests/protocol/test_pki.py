@@ -14,6 +14,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phd_protocol import crypto
 from phd_protocol.pki import (
@@ -659,3 +661,21 @@ def test_unknown_critical_extension_is_refused(h: Hierarchy) -> None:
     with refused(R.MALFORMED):
         verify(h, odd, Purpose.GATEWAY_CLIENT)
     verify(h, base, Purpose.GATEWAY_CLIENT)
+
+
+_FUZZ_H = make_hierarchy()
+_FUZZ_LEAF_DER = certificate_der(_FUZZ_H.leaf(Purpose.GATEWAY_CLIENT))
+
+
+@given(st.integers(0, len(_FUZZ_LEAF_DER) - 1), st.integers(1, 255))
+def test_any_single_byte_tampering_is_refused_with_a_certificate_error(
+    offset: int, xor: int
+) -> None:
+    data = bytearray(_FUZZ_LEAF_DER)
+    data[offset] ^= xor
+    try:
+        tampered = x509.load_der_x509_certificate(bytes(data))
+    except ValueError:
+        return  # refused at parsing: fine
+    with pytest.raises(CertificateError):
+        verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
