@@ -55,10 +55,29 @@ class MqttSettings:
 class Message:
     topic: str
     payload: bytes
+    content_type: str | None = None
 
 
 def _code(rc: ReasonCode | int | Any) -> int:
     return int(rc.value) if isinstance(rc, ReasonCode) else int(rc)
+
+
+class _Client(paho.Client):
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        # paho 2.2 leaks the TLS socket when the handshake fails (a refused or rogue peer):
+        # same steps as upstream, but the socket is closed on failure. Hostname checking is
+        # done by our context (check_hostname is on), so match_hostname is not needed.
+        ctx = self._ssl_context
+        if ctx is None:  # tls_set_context() is always called before connect()
+            raise MqttError("tls_not_configured")
+        sock = ctx.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            sock.settimeout(self._connect_timeout)
+            sock.do_handshake()
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 class MqttConnection:
@@ -67,7 +86,7 @@ class MqttConnection:
     def __init__(self, settings: MqttSettings, loop: asyncio.AbstractEventLoop) -> None:
         self._settings = settings
         self._loop = loop
-        self._client = paho.Client(
+        self._client = _Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=paho.MQTTv5,
@@ -85,7 +104,7 @@ class MqttConnection:
         self.dropped_messages = 0
         # mid -> future, and results that arrived before their future was registered (paho
         # may handle the PUBACK in its thread before publish() has returned the mid to us).
-        self._lock = threading.Lock()
+        # Both are touched only on the event loop thread.
         self._waiters: dict[int, asyncio.Future[int]] = {}
         self._early: dict[int, int] = {}
         self._stop = threading.Event()
@@ -201,29 +220,27 @@ class MqttConnection:
 
     # ----------------------------------------------------------------- future plumbing
     async def _await_mid(self, mid: int, fut: asyncio.Future[int], wait_s: float) -> int:
-        with self._lock:
-            early = self._early.pop(mid, None)
-            if early is None:
-                self._waiters[mid] = fut
+        # Runs on the event loop, like _settle_mid: no lock is needed between them.
+        early = self._early.pop(mid, None)
         if early is not None:
             return early
+        self._waiters[mid] = fut
         waitables: set[asyncio.Future[Any]] = {fut, self.closed}
-        done, _ = await asyncio.wait(waitables, timeout=wait_s)
+        done, _ = await asyncio.wait(waitables, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        self._waiters.pop(mid, None)
         if fut in done:
             return fut.result()
-        with self._lock:
-            self._waiters.pop(mid, None)
         if self.closed in done:
             raise self.closed.result()
         raise MqttError("ack_timeout")
 
-    def _settle_mid(self, mid: int, code: int) -> None:  # paho thread
-        with self._lock:
-            fut = self._waiters.pop(mid, None)
-            if fut is None:
-                self._early[mid] = code
-                return
-        self._call(_set_result, fut, code)
+    def _settle_mid(self, mid: int, code: int) -> None:  # event loop thread
+        fut = self._waiters.pop(mid, None)
+        if fut is None:
+            # paho handled the PUBACK/SUBACK before publish()/subscribe() returned the mid.
+            self._early[mid] = code
+        elif not fut.done():
+            fut.set_result(code)
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
@@ -263,15 +280,18 @@ class MqttConnection:
     def _on_publish(
         self, _c: paho.Client, _u: object, mid: int, rc: ReasonCode, _p: object
     ) -> None:
-        self._settle_mid(mid, _code(rc))
+        self._call(self._settle_mid, mid, _code(rc))
 
     def _on_subscribe(
         self, _c: paho.Client, _u: object, mid: int, rcs: list[ReasonCode], _p: object
     ) -> None:
-        self._settle_mid(mid, max((_code(r) for r in rcs), default=0x80))
+        self._call(self._settle_mid, mid, max((_code(r) for r in rcs), default=0x80))
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        self._call(self._deliver, Message(topic=msg.topic, payload=bytes(msg.payload)))
+        props = msg.properties
+        content_type = getattr(props, "ContentType", None) if props is not None else None
+        message = Message(topic=msg.topic, payload=bytes(msg.payload), content_type=content_type)
+        self._call(self._deliver, message)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
