@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hospital_server.api.routes import devices, gateways, health, patients
+from hospital_server.api.routes import devices, enroll, gateways, health, patients
 from hospital_server.context import ServerContext
+from hospital_server.enrollment import EnrollmentService
 from hospital_server.settings import Settings
 
 __all__ = ["create_app"]
@@ -36,6 +37,7 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
         openapi_url="/openapi.json",
     )
     app.state.ctx = ctx
-    for module in (health, patients, devices, gateways):
+    app.state.enrollment = EnrollmentService(layout=ctx.pki, keys=ctx.keys, pepper=ctx.code_pepper)
+    for module in (health, patients, devices, gateways, enroll):
         app.include_router(module.router)
     return app
