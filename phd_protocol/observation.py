@@ -179,13 +179,23 @@ def content_id(
         _check_number(value, "value")
     components = tuple(components)
     _check_components(components)
-    if time is None:
-        stamp = "-"
-    else:
-        if time.tzinfo is None:
-            raise ValueError("time must be timezone-aware")
-        # Exact integer microseconds since the epoch: independent of the zone it is given in.
-        stamp = str((time - _EPOCH) // _MICROSECOND)
+    if time is not None and time.tzinfo is None:
+        raise ValueError("time must be timezone-aware")
+    return _hash_id(device, mdc_code, value, components, unit_mdc, unit, time, flags)
+
+
+def _hash_id(  # noqa: PLR0917 - private, positional for speed on the decode path
+    device: str,
+    mdc_code: int,
+    value: MedicalNumber | None,
+    components: Iterable[Component],
+    unit_mdc: int,
+    unit: str,
+    time: datetime | None,
+    flags: Iterable[str],
+) -> str:
+    # Exact integer microseconds since the epoch: independent of the zone it is given in.
+    stamp = "-" if time is None else str((time - _EPOCH) // _MICROSECOND)
     text = "\x00".join(
         (
             _ID_DOMAIN,
@@ -200,6 +210,64 @@ def content_id(
         )
     )
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:32]
+
+
+_set = object.__setattr__
+_NOT_CORRECTED = False
+
+
+@lru_cache(maxsize=1024)
+def _flags_ok(flags: frozenset[str]) -> bool:
+    try:
+        _check_flags(flags)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted_observation(  # noqa: PLR0917 - private fast path for phd_protocol.gatt
+    device: str,
+    mdc_code: int,
+    value: MedicalNumber | None,
+    unit: str,
+    unit_mdc: int,
+    when: tuple[datetime, TimeSource, datetime | None],
+    loinc: str | None,
+    components: tuple[Component, ...],
+    flags: frozenset[str],
+    char: int,
+) -> Observation:
+    """Build an observation from codec output without re-running every constructor check.
+
+    Only for phd_protocol.gatt: its MDC codes, units and LOINC codes come from the mdc tables,
+    its numbers from the SFLOAT/FLOAT decoders, its times from ObservationContext.timing (UTC,
+    aware), and the device id was checked once by ObservationContext. Flags are still checked
+    (cached per distinct set). tests/protocol/gatt/test_roundtrip.py rebuilds every codec
+    observation through the validating ``from_wire`` to keep this honest.
+    """
+    if not _flags_ok(flags):
+        raise ValueError("a flag must be 1-48 characters of [a-z0-9_.:-]")
+    time, source, device_time = when
+    identity_time = device_time if device_time is not None else time
+    obs = object.__new__(Observation)
+    _set(
+        obs,
+        "id",
+        _hash_id(device, mdc_code, value, components, unit_mdc, unit, identity_time, flags),
+    )
+    _set(obs, "mdc_code", mdc_code)
+    _set(obs, "value", value)
+    _set(obs, "unit", unit)
+    _set(obs, "unit_mdc", unit_mdc)
+    _set(obs, "time", time)
+    _set(obs, "time_source", source)
+    _set(obs, "loinc", loinc)
+    _set(obs, "components", components)
+    _set(obs, "device_time", device_time)
+    _set(obs, "clock_corrected", _NOT_CORRECTED)
+    _set(obs, "flags", flags)
+    _set(obs, "char", char)
+    return obs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

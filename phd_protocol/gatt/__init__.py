@@ -18,11 +18,15 @@ Nothing else escapes a parser (tests/protocol/gatt/test_fuzz.py holds every pars
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 
 from phd_protocol.errors import ParseError
 from phd_protocol.gatt._codec import Characteristic, ObservationContext
@@ -86,6 +90,7 @@ from phd_protocol.gatt.temperature import (
 )
 from phd_protocol.gatt.weight import WeightMeasurement, WeightUnit
 from phd_protocol.observation import Observation
+from phd_protocol.sfloat import SpecialValue
 
 __all__ = [
     "CODECS",
@@ -140,6 +145,7 @@ __all__ = [
     "WeightUnit",
     "decode",
     "encode",
+    "fields",
     "parse_uuid",
     "to_observations",
 ]
@@ -233,6 +239,41 @@ def decode(uuid: int | str, data: bytes) -> Characteristic:
     except ValueError as exc:
         # A constructor refused a decoded field; its message names the field, not the value.
         raise ParseError(f"{codec.name} ({code:04X}): {exc}") from None
+
+
+def fields(value: Characteristic) -> dict[str, Any]:
+    """The decoded fields as plain data (for ``phd decode`` and test vectors).
+
+    Numbers stay ``Decimal`` (exact), special values become their wire strings (``"NaN"``...),
+    enumerations their lower-case names, bit sets a sorted list of names, Date Time a dict of
+    its fields, tuples lists; fields that are absent (None) are left out.
+    """
+    out: dict[str, Any] = {"characteristic": f"{value.uuid:04X}", "name": value.name}
+    if isinstance(value, RacpRequest | RacpNumberOfRecords | RacpResponse):
+        out["message"] = type(value).__name__
+    for item in dataclasses.fields(value):  # type: ignore[arg-type]  # all values are dataclasses
+        plain = _plain(getattr(value, item.name))
+        if plain is not None:
+            out[item.name] = plain
+    return out
+
+
+def _plain(value: object) -> Any:
+    if value is None or isinstance(value, bool | str | Decimal):
+        return value
+    if isinstance(value, SpecialValue):
+        return value.value
+    if isinstance(value, enum.Flag):
+        return sorted((m.name or "").lower() for m in type(value) if m & value)
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, int):
+        return value
+    if isinstance(value, DateTime):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    raise TypeError(f"no plain form for {type(value).__name__}")  # pragma: no cover
 
 
 def encode(value: Characteristic) -> bytes:

@@ -8,6 +8,7 @@ GSS section 2.2 "all multi-octet fields are little-endian").
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -16,7 +17,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, ClassVar
 
 from phd_protocol.errors import ParseError
-from phd_protocol.observation import Component, Observation, TimeSource
+from phd_protocol.observation import (  # private fast path, see its docstring
+    Component,
+    Observation,
+    TimeSource,
+    _trusted_observation,
+)
 from phd_protocol.sfloat import (
     MedicalNumber,
     SpecialValue,
@@ -44,6 +50,7 @@ __all__ = [
     "u24",
 ]
 
+_DEVICE_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # the rule Observation.create applies
 Timing = tuple[datetime, TimeSource, datetime | None]
 """(time, time source, original device time) of one measurement."""
 
@@ -226,8 +233,8 @@ def _representable(value: MedicalNumber, sfloat: bool) -> str | None:
 
 
 def _check_context(device: object, received_at: object, device_tz: object) -> None:
-    if not isinstance(device, str) or not 0 < len(device) <= 128:
-        raise ValueError("device must be a string of 1-128 characters")
+    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
+        raise ValueError("device must be 1-128 printable ASCII characters")
     if not isinstance(received_at, datetime) or received_at.tzinfo is None:
         raise ValueError("received_at must be a timezone-aware datetime")
     if not isinstance(device_tz, tzinfo):
@@ -250,6 +257,8 @@ class ObservationContext:
 
     def __post_init__(self) -> None:
         _check_context(self.device, self.received_at, self.device_tz)
+        # Observation times are UTC; normalise once here rather than per observation.
+        object.__setattr__(self, "received_at", self.received_at.astimezone(UTC))
 
     def timing(self, stamp: DateTime | None, offset: timedelta | None = None) -> Timing:
         """(time, source, device_time) for a value with an optional device time stamp."""
@@ -283,18 +292,15 @@ class ObservationContext:
         components: tuple[Component, ...] = (),
         flags: frozenset[str] = frozenset(),
     ) -> Observation:
-        time, source, device_time = when
-        return Observation.create(
-            device=self.device,
-            mdc_code=mdc_code,
-            value=value,
-            unit=unit,
-            unit_mdc=unit_mdc,
-            time=time,
-            time_source=source,
-            loinc=loinc,
-            components=components,
-            device_time=device_time,
-            flags=flags,
-            char=char,
+        return _trusted_observation(
+            self.device,
+            mdc_code,
+            value,
+            unit,
+            unit_mdc,
+            when,
+            loinc,
+            components,
+            flags,
+            char,
         )

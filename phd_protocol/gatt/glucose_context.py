@@ -66,8 +66,6 @@ _FLAG_MED_LITRES = 0x20
 _FLAG_HBA1C = 0x40
 _FLAG_EXTENDED = 0x80
 _EXERCISE_OVERRUN = 0xFFFF
-# MDC_HF_ACTIVITY_TIME (IEEE 11073-10441, partition PHD_HF 129, term 125): exercise duration.
-_HF_ACTIVITY_TIME = (129 << 16) | 125
 
 
 class CarbohydrateId(enum.IntEnum):
@@ -304,7 +302,7 @@ class GlucoseMeasurementContext(Characteristic):
             out.append(
                 ctx.observation(
                     char=self.uuid,
-                    mdc_code=_HF_ACTIVITY_TIME,
+                    mdc_code=mdc.HF_ACTIVITY_TIME.code,
                     value=duration,
                     unit=mdc.DIM_SEC.ucum,
                     unit_mdc=mdc.DIM_SEC.code,
