@@ -1,0 +1,205 @@
+"""``phd server``: operate the hospital server (init-keys, migrate, create-admin, run, ingest).
+
+Settings come from ``PHD_SERVER_*`` environment variables (hospital_server.settings); the
+``--dev`` flag selects the dev profile with embedded defaults (SQLite and a key file under
+var/dev). Passwords are read from an environment variable or prompted, never taken from the
+command line. Nothing here prints a key, a password or a record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import signal
+import threading
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("server", help="hospital server: storage, ingest workers, API")
+    p.add_argument("--dev", action="store_true", help="dev profile: embedded defaults")
+    cmds = p.add_subparsers(dest="server_command", metavar="SERVER_COMMAND", required=True)
+
+    cmds.add_parser("init-keys", help="create the local key file (0600) if it does not exist")
+    cmds.add_parser("migrate", help="bring the database schema to the latest revision")
+
+    admin = cmds.add_parser("create-admin", help="create the bootstrap admin account")
+    admin.add_argument("--username", default="admin")
+    admin.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the password (default: prompt)",
+    )
+
+    run = cmds.add_parser("run", help="serve the API (HTTPS) and run ingest workers")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8443)
+    run.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="ingest worker identity to run in-process (repeatable; default: none)",
+    )
+    run.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="plain HTTP (only behind a TLS-terminating proxy on the same host)",
+    )
+
+    ingest = cmds.add_parser("ingest", help="run ingest workers only (foreground)")
+    ingest.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="ingest worker identity (repeatable; default ingest-1)",
+    )
+    for sp in (cmds.choices[name] for name in cmds.choices):
+        sp.set_defaults(handler=_dispatch)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from hospital_server.settings import Settings
+
+    return Settings(profile="dev") if args.dev else Settings()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    handlers = {
+        "init-keys": _init_keys,
+        "migrate": _migrate,
+        "create-admin": _create_admin,
+        "run": _run,
+        "ingest": _ingest,
+    }
+    result: int = handlers[args.server_command](args)
+    return result
+
+
+def _init_keys(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hospital_server.keys import LocalKeyFileProvider
+
+    settings = _settings(args)
+    path = settings.effective_key_file
+    console = Console()
+    if path.exists():
+        LocalKeyFileProvider.load(path)  # refuses an unsafe or malformed file
+        console.print(f"key file {path} exists and is valid; left unchanged")
+        return 0
+    provider = LocalKeyFileProvider.create(path)
+    console.print(f"created key file {path} (mode 0600), KEK {provider.current_kek_id}")
+    console.print("[yellow]back it up separately from the database backups[/yellow]")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hospital_server.db import make_engine
+    from hospital_server.migrations import current_revision, upgrade
+
+    settings = _settings(args)
+    if settings.profile == "dev":
+        settings.effective_key_file.parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        upgrade(engine)
+        Console().print(f"database at revision {current_revision(engine)}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _create_admin(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hospital_server.context import ServerContext
+    from hospital_server.staff import create_staff_user
+
+    console = Console()
+    if args.password_env:
+        password = os.environ.get(args.password_env, "")
+    else:
+        password = getpass.getpass("new admin password: ")
+        if getpass.getpass("again: ") != password:
+            console.print("[red]passwords differ[/red]")
+            return 2
+    ctx = ServerContext.build(_settings(args), broker_probe=lambda: False)
+    try:
+        with ctx.sessions() as session:
+            user = create_staff_user(
+                session, args.username, password, role="admin", actor="bootstrap"
+            )
+            session.commit()
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    finally:
+        ctx.close()
+    console.print(f"admin {args.username!r} created (id {user.id})")
+    return 0
+
+
+def _context(args: argparse.Namespace) -> Any:
+    from hospital_server.broker.control import ControlSettings
+    from hospital_server.context import ServerContext
+    from hospital_server.pki.layout import PkiLayout
+    from hospital_server.revocation import PkiBrokerRevocations
+
+    settings = _settings(args)
+    layout = PkiLayout(settings.pki_dir)
+    control = ControlSettings(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        ca_file=layout.ca_cert("service"),
+        cert_file=layout.server_cert,
+        key_file=layout.server_key,
+    )
+    return ServerContext.build(
+        settings, revocations=PkiBrokerRevocations(layout=layout, control=control)
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hospital_server.app import create_app
+    from hospital_server.ingest.runner import start_workers
+
+    ctx = _context(args)
+    pool = start_workers(ctx, args.worker) if args.worker else None
+    app = create_app(ctx.settings, context=ctx)
+    tls: dict[str, Any] = {}
+    if not args.no_tls:
+        tls = {
+            "ssl_certfile": str(ctx.pki.server_chain),
+            "ssl_keyfile": str(ctx.pki.server_key),
+        }
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", **tls)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        ctx.close()
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from hospital_server.ingest.runner import start_workers
+
+    ctx = _context(args)
+    pool = start_workers(ctx, args.worker or ["ingest-1"])
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_a: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pool.shutdown()
+        ctx.close()
+    return 0

@@ -1,0 +1,57 @@
+"""``phd server`` operator commands against a real SQLite file in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from hospital_server.db import make_engine, make_session_factory
+from hospital_server.models import StaffUser
+from hospital_server.security import verify_password
+from phd_cli.main import main
+
+
+def test_init_keys_migrate_create_admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
+        monkeypatch.delenv(name)
+    assert main(["server", "--dev", "init-keys"]) == 0
+    key_file = tmp_path / "var/dev/server-keys.json"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    before = key_file.read_bytes()
+    assert main(["server", "--dev", "init-keys"]) == 0  # idempotent: never overwrites
+    assert key_file.read_bytes() == before
+
+    assert main(["server", "--dev", "migrate"]) == 0
+    monkeypatch.setenv("ADMIN_PW", "short")
+    assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 2
+    monkeypatch.setenv("ADMIN_PW", "a long enough password")
+    assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 0
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
+    try:
+        with make_session_factory(engine)() as s:
+            admin = s.exec(select(StaffUser)).one()
+    finally:
+        engine.dispose()
+    assert admin.role == "admin"
+    assert admin.password_hash.startswith("scrypt$")
+    assert verify_password("a long enough password", admin.password_hash)
+    assert not verify_password("a long enough passworD", admin.password_hash)
+
+
+def test_prod_profile_refuses_to_start_without_explicit_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from hospital_server.settings import Settings
+
+    monkeypatch.delenv("PHD_SERVER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PHD_SERVER_KEY_FILE", raising=False)
+    with pytest.raises(ValidationError, match="database_url"):
+        Settings()
