@@ -14,7 +14,8 @@ sequence number. Layout::
     carbohydrate        SFLOAT  if bit0 (kilograms)
     meal                uint8   if bit1 (1 preprandial .. 5 bedtime)
     tester (low nibble)
-    health (high)       uint8   if bit2
+    health (high)       uint8   if bit2 (least significant nibble first, as for the Type-Sample
+                                Location of 0x2A18; some older collectors read it swapped)
     exercise duration   uint16  if bit3 (seconds; 65535 = overrun)
     exercise intensity  uint8   if bit3 (percent)
     medication id       uint8   if bit4 (1 rapid acting insulin .. 5 pre-mixed insulin)

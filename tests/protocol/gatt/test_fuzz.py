@@ -92,3 +92,18 @@ def test_uuid_spellings() -> None:
     assert gatt.parse_uuid("0x2a35") == 0x2A35
     assert gatt.parse_uuid("00002a35-0000-1000-8000-00805f9b34fb") == 0x2A35
     assert gatt.parse_uuid(0x2A35) == 0x2A35
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.one_of(st.binary(max_size=24), _mutated(0x2A35)))
+def test_blood_pressure_fast_path_agrees_with_the_checked_reader(data: bytes) -> None:
+    # The hot path unpacks a precompiled layout; the checked reader is the reference.
+    from phd_protocol.gatt.blood_pressure import _decode, _decode_checked
+
+    outcomes: list[object] = []
+    for decoder in (_decode, _decode_checked):
+        try:
+            outcomes.append(decoder("BPM", data))
+        except ParseError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
