@@ -1,0 +1,177 @@
+"""The patient side of the demo: six virtual PHDs on bumble and the device agent, in-process.
+
+What it is for: ``Fleet`` starts one virtual PHD of each kind on a bumble radio and gives
+bleak the bumble backend (exactly what ``phd agent run --virtual`` does), so the demo can read
+each device's own count of values sent next to the agent's counts. ``enroll_all`` is the
+clinic workflow through the real server API as the bootstrap admin: a synthetic patient per
+device, collection consent, device registration (one-time code), then the agent's own
+enrollment client (key generated locally, CSR, chain checked against the pinned root) through
+``POST /api/v1/enroll``. ``run_agent`` runs the unchanged :class:`device_agent.agent.Agent`.
+
+What it must never do: print or log patient names or MRNs (they exist only in request bodies
+to the server), or bypass the server to create a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from phd_cli.demo.procs import DemoSetupError
+
+if TYPE_CHECKING:
+    from device_agent.agent import Agent
+    from device_agent.ble import BleBackends
+    from device_agent.virtual.phds import VirtualPhd
+
+__all__ = ["EnrolledPhd", "Fleet", "enroll_all", "run_agent", "virtual_fleet"]
+
+LIVE_COUNT = 3  # live measurements per session per device (as `phd agent run --virtual`)
+# Over one second apart: PHD clocks stamp whole seconds, and two equal values with the same
+# stamp are, by content id, the same reading (the hospital stores it once).
+LIVE_INTERVAL = 1.05
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledPhd:
+    device_id: str
+    kind: str
+    address: str
+
+
+@dataclass
+class Fleet:
+    backends: BleBackends
+    phds: list[VirtualPhd]
+    enrolled: list[EnrolledPhd] = field(default_factory=list)
+
+    def sent(self) -> dict[str, int]:
+        """Values each virtual PHD has notified or indicated so far, by device id."""
+        by_address = {p.address: p.sent_total for p in self.phds}
+        return {e.device_id: by_address.get(e.address, 0) for e in self.enrolled}
+
+
+@contextlib.asynccontextmanager
+async def virtual_fleet(*, seed: int = 1, glucose_records: int = 20) -> AsyncIterator[Fleet]:
+    from device_agent.ble import BleBackends
+    from device_agent.virtual.bleak_backend import bleak_backends
+    from device_agent.virtual.phds import start_fleet
+    from device_agent.virtual.radio import VirtualRadio
+
+    radio = VirtualRadio()
+    phds = await start_fleet(
+        radio,
+        seed=seed,
+        live_count=LIVE_COUNT,
+        interval=LIVE_INTERVAL,
+        glucose_records=glucose_records,
+    )
+    client, scanner = bleak_backends(radio)
+    try:
+        yield Fleet(backends=BleBackends(client=client, scanner=scanner), phds=phds)
+    finally:
+        for phd in phds:
+            await phd.stop()
+        await radio.close()
+
+
+async def _post(client: httpx.AsyncClient, path: str, body: dict[str, object]) -> dict[str, object]:
+    response = await client.post(path, json=body)
+    if response.status_code not in (200, 201):
+        raise DemoSetupError(
+            f"server refused POST {path.split('/')[3]} with HTTP {response.status_code}",
+            "read the server log in the run directory",
+        )
+    data: dict[str, object] = response.json()
+    return data
+
+
+async def enroll_all(
+    fleet: Fleet,
+    *,
+    server_url: str,
+    admin: tuple[str, str],
+    root_pem: bytes,
+    agent_home: Path,
+    verify: ssl.SSLContext | bool = True,
+) -> list[EnrolledPhd]:
+    """Register each virtual PHD to a new synthetic patient and enroll it with its code."""
+    from device_agent.ble import PhdLink, SecurityPolicy
+    from device_agent.enroll import EnrollClient
+    from device_agent.store import AgentHome, PhdInfo
+
+    home = AgentHome(agent_home)
+    enroll_client = EnrollClient(server_url, pinned_root_pem=root_pem)
+    run_tag = secrets.token_hex(3)
+    async with httpx.AsyncClient(
+        base_url=server_url, auth=admin, timeout=30.0, verify=verify
+    ) as api:
+        for index, phd in enumerate(fleet.phds, start=1):
+            # Synthetic, and never printed: the server encrypts them per patient.
+            patient = await _post(
+                api,
+                "/api/v1/patients",
+                {"name": f"Demo Patient {index}", "mrn": f"DEMO-{run_tag}-{index:02d}"},
+            )
+            patient_id = str(patient["id"])
+            await _post(
+                api,
+                f"/api/v1/patients/{patient_id}/consents",
+                {"kind": "collection", "granted": True},
+            )
+            registered = await _post(
+                api, f"/api/v1/patients/{patient_id}/devices", {"kind": phd.kind}
+            )
+            code = str(registered["enrollment_code"])
+            link = await PhdLink.open(phd.address, fleet.backends, SecurityPolicy())
+            try:
+                info = await link.device_information()
+                kinds = ",".join(link.kinds())
+            finally:
+                await link.close()
+            info_fields = {k: v for k, v in info.items() if k in PhdInfo.__dataclass_fields__}
+            credential = await enroll_client.enroll(
+                code=code,
+                phd=PhdInfo(address=phd.address, kind=kinds, **info_fields),
+                home=home,
+            )
+            fleet.enrolled.append(
+                EnrolledPhd(device_id=credential.device_id, kind=phd.kind, address=phd.address)
+            )
+    return fleet.enrolled
+
+
+def make_agent(fleet: Fleet, *, agent_home: Path, gateway_socket: Path, poll: float) -> Agent:
+    from device_agent.agent import Agent, AgentConfig
+    from device_agent.ble import SecurityPolicy
+
+    config = AgentConfig(
+        home=agent_home,
+        gateway_socket=gateway_socket,
+        policy=SecurityPolicy(),
+        poll_interval=poll,
+        handoff_interval=0.5,
+    )
+    return Agent(config, fleet.backends)
+
+
+async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
+    """Run the agent until ``stop``; then deliver what is still spooled (sessions finish
+    first: the agent never cuts a session short, so every value read is sealed)."""
+    from device_agent.store import AgentHome
+
+    with AgentHome(agent.config.home).instance_lock():
+        await agent.run(stop)
+        for _ in range(20):
+            report = await agent.deliver()
+            if report is None or not report.remaining:
+                return
+            await asyncio.sleep(0.5)

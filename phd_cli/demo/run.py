@@ -1,0 +1,283 @@
+"""``phd demo`` from start to summary: the order of things and the rules for stopping.
+
+Order (each step waits for real readiness before the next)::
+
+    dev PKI (create if missing) + demo gateway certificate + fresh CRLs
+    -> broker config from the PKI -> mosquitto (child)        ready: mutual-TLS handshake
+    -> server key file, schema at head, bootstrap admin
+    -> `phd server run --worker ingest-1` (child, HTTPS)      ready: GET /readyz = 200
+    -> `phd gateway run --config ...` (child)                 ready: ingress socket accepts
+    -> six virtual PHDs (bumble, in-process); patients, consent, device registration through
+       the API as the admin; agent enrollment with the one-time codes (POST /api/v1/enroll)
+    -> the device agent (in-process) for --duration seconds, live view
+    -> stop the agent (sessions finish and are sealed), deliver its spool, wait until the
+       gateway's outbox is acknowledged and the hospital has committed what was sealed
+    -> summary; without --exit, keep everything up until Ctrl-C
+
+Every child is stopped (SIGTERM, then SIGKILL) by :class:`~phd_cli.demo.procs.Supervisor` on
+every way out: normal end, an exception, Ctrl-C or SIGTERM. This module must never print a
+reading, a name or a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import ssl
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from phd_cli.demo import ready, setup
+from phd_cli.demo.fleet import enroll_all, make_agent, run_agent, virtual_fleet
+from phd_cli.demo.procs import (
+    DemoSetupError,
+    Supervisor,
+    check_port_free,
+    free_port,
+    require_binary,
+)
+from phd_cli.demo.stats import Snapshot, collect, verdict
+from phd_cli.demo.view import Endpoints, live_table, summary_json, summary_text
+
+__all__ = ["DemoOptions", "run_demo"]
+
+TICK = 0.5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoOptions:
+    duration: float = 60.0
+    exit_after: bool = False
+    base_dir: Path = Path("var/demo")
+    pki_dir: Path = Path("certs/dev")
+    mqtt_port: int | None = None
+    http_port: int | None = None
+    mosquitto: str = "/usr/sbin/mosquitto"
+    poll: float = 10.0  # seconds between agent sessions with one PHD
+    drain_timeout: float = 60.0
+    glucose_records: int = 20
+
+
+def _ports(options: DemoOptions) -> setup.Ports:
+    if options.mqtt_port is not None:
+        check_port_free(options.mqtt_port, what="MQTT broker")
+    if options.http_port is not None:
+        check_port_free(options.http_port, what="server API")
+    return setup.Ports(
+        mqtt=options.mqtt_port or free_port(),
+        http=options.http_port or free_port(),
+        gateway_metrics=free_port(),
+    )
+
+
+def _phd_argv(*args: str) -> list[str]:
+    # The same interpreter and installation as this process, whatever PATH says.
+    return [sys.executable, "-m", "phd_cli.main", *args]
+
+
+def run_demo(options: DemoOptions, console: Console) -> int:
+    """The whole demo; the exit status (0 only if every reading was committed once)."""
+    from hospital_server.broker.config import DYNSEC_PLUGIN
+
+    err = Console(stderr=True)
+    try:
+        mosquitto = require_binary(options.mosquitto, package="mosquitto")
+        if not DYNSEC_PLUGIN.exists():
+            raise DemoSetupError(
+                f"the mosquitto dynamic-security plugin is missing ({DYNSEC_PLUGIN})",
+                "install mosquitto 2.0 or newer from your distribution (apt-get install mosquitto)",
+            )
+        ports = _ports(options)
+        paths = setup.new_run_dir(options.base_dir, options.pki_dir)
+    except DemoSetupError as exc:
+        err.print(f"[red]error:[/red] {exc}\n[bold]next:[/bold] {exc.hint}")
+        return 2
+    supervisor = Supervisor(paths.logs)
+    try:
+        return asyncio.run(
+            _demo(
+                options=options,
+                paths=paths,
+                ports=ports,
+                mosquitto=mosquitto,
+                supervisor=supervisor,
+                console=console,
+                err=err,
+            )
+        )
+    except DemoSetupError as exc:
+        err.print(f"[red]error:[/red] {exc}\n[bold]next:[/bold] {exc.hint}")
+        return 2
+    except asyncio.CancelledError:  # SIGTERM
+        err.print("stopped")
+        return 143
+    finally:
+        supervisor.stop_all()
+
+
+async def _demo(
+    *,
+    options: DemoOptions,
+    paths: setup.DemoPaths,
+    ports: setup.Ports,
+    mosquitto: str,
+    supervisor: Supervisor,
+    console: Console,
+    err: Console,
+) -> int:
+    from hospital_server.pki.layout import PkiLayout
+
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    say = err.print if options.exit_after else console.print
+    layout = PkiLayout(paths.pki)
+
+    say(f"[bold]phd demo[/bold]: run directory {paths.run}")
+    created = await asyncio.to_thread(setup.prepare_pki, paths)
+    say(f"PKI {'created' if created else 'reused'} in {paths.pki}")
+
+    conf = await asyncio.to_thread(setup.prepare_broker, paths, ports.mqtt)
+    broker = supervisor.start("mosquitto", [mosquitto, "-c", str(conf)])
+    service_ctx = ready.mtls_context(layout.ca_bundle, layout.server_cert, layout.server_key)
+    await ready.wait_mtls(
+        "127.0.0.1", ports.mqtt, service_ctx, server_hostname=setup.BROKER_HOST, child=broker
+    )
+    say(f"broker up on port {ports.mqtt} (mutual TLS, dynamic-security ACLs)")
+
+    password = await asyncio.to_thread(setup.prepare_server_db, paths)
+    server = supervisor.start(
+        "server",
+        _phd_argv(
+            "server",
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ports.http),
+            "--worker",
+            "ingest-1",
+        ),
+        env=setup.server_env(paths, ports),
+        cwd=paths.run,
+    )
+    api = f"https://{setup.BROKER_HOST}:{ports.http}"
+    trust = ssl.create_default_context(cafile=str(layout.root_ca_cert))
+    await ready.wait_http_ok(f"{api}/readyz", child=server, verify=trust)
+    say(f"server up: {api} (SQLite {paths.database}, ingest worker ingest-1)")
+
+    await asyncio.to_thread(setup.prepare_gateway_config, paths, ports)
+    gateway = supervisor.start(
+        "gateway",
+        _phd_argv("gateway", "run", "--config", str(paths.gateway_config)),
+        cwd=paths.run,
+    )
+    await ready.wait_unix_socket(paths.gateway_socket, child=gateway)
+    say(f"gateway {setup.GATEWAY_ID} up (outbox {paths.gateway_outbox})")
+
+    endpoints = Endpoints(
+        api=api,
+        gateway_metrics=f"http://127.0.0.1:{ports.gateway_metrics}/metrics",
+        database=paths.database,
+        root_ca=layout.root_ca_cert,
+        admin_user=setup.ADMIN_USER,
+        admin_password_file=paths.admin_password,
+        logs=paths.logs,
+        run_dir=paths.run,
+        mqtt_port=ports.mqtt,
+    )
+    root_pem = await asyncio.to_thread(layout.root_ca_cert.read_bytes)
+    async with virtual_fleet(glucose_records=options.glucose_records) as fleet:
+        await enroll_all(
+            fleet,
+            server_url=api,
+            admin=(setup.ADMIN_USER, password),
+            root_pem=root_pem,
+            agent_home=paths.agent_home,
+            verify=trust,
+        )
+        say(f"{len(fleet.enrolled)} virtual PHDs enrolled to synthetic patients (with consent)")
+        agent = make_agent(
+            fleet,
+            agent_home=paths.agent_home,
+            gateway_socket=paths.gateway_socket,
+            poll=options.poll,
+        )
+        stop = asyncio.Event()
+        agent_task = asyncio.create_task(run_agent(agent, stop))
+
+        async def snap() -> Snapshot:
+            return await asyncio.to_thread(
+                collect, fleet, agent, database=paths.database, outbox=paths.gateway_outbox
+            )
+
+        started = time.monotonic()
+        snapshot = await snap()
+        live_console = err if options.exit_after else console
+        with Live(console=live_console, refresh_per_second=4, transient=False) as live:
+            while (elapsed := time.monotonic() - started) < options.duration:
+                supervisor.check()
+                if agent_task.done():
+                    agent_task.result()  # an agent failure surfaces here
+                    break
+                snapshot = await snap()
+                live.update(
+                    live_table(
+                        snapshot, elapsed=elapsed, duration=options.duration, phase="running"
+                    )
+                )
+                await asyncio.sleep(TICK)
+            stop.set()
+            drain_started = time.monotonic()
+            while True:
+                supervisor.check()
+                if agent_task.done():
+                    agent_task.result()
+                    snapshot = await snap()
+                    if not verdict(snapshot):
+                        break
+                waited = time.monotonic() - drain_started
+                if waited > options.drain_timeout:
+                    break
+                snapshot = await snap()
+                live.update(
+                    live_table(
+                        snapshot,
+                        elapsed=time.monotonic() - started,
+                        duration=options.duration,
+                        phase="draining",
+                    )
+                )
+                await asyncio.sleep(TICK)
+            if not agent_task.done():
+                agent_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await agent_task
+            snapshot = await snap()
+            live.update(
+                live_table(
+                    snapshot,
+                    elapsed=time.monotonic() - started,
+                    duration=options.duration,
+                    phase="done",
+                )
+            )
+
+    problems = verdict(snapshot)
+    if options.exit_after:
+        doc = summary_json(snapshot, problems, endpoints, duration=options.duration)
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+        return 0 if not problems else 1
+    console.print(summary_text(snapshot, problems, endpoints))
+    console.print("[bold]the server, broker and gateway stay up: press Ctrl-C to stop[/bold]")
+    while True:  # until Ctrl-C (KeyboardInterrupt) or SIGTERM (cancel)
+        supervisor.check()
+        await asyncio.sleep(1.0)

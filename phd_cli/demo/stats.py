@@ -1,0 +1,207 @@
+"""What the demo shows and judges: counts per device from each part, and the verdict.
+
+What it is for: :func:`collect` takes one snapshot from what each part exposes — each virtual
+PHD's count of values sent, the agent's session reports and spool, the gateway's outbox status
+(``mobile_gateway.status.read_status``, read-only), and the server database (SQLite opened
+read-only: envelopes, observations and quarantine rows per device). :func:`verdict` decides
+"every reading that left a virtual device was committed exactly once": every envelope the
+agent sealed is stored once at the hospital (distinct (device, seq) = rows = sealed), no
+duplicate observation, nothing rejected, quarantined, dead-lettered or still queued, and the
+agent read at least every value the devices sent (its count also has the glucose context and
+intermediate cuff pressure notifications that carry no observation of their own).
+
+What it must never do: read a value column (only ids and counts; the values are encrypted
+anyway), or write to any database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from device_agent.agent import Agent
+    from phd_cli.demo.fleet import Fleet
+
+__all__ = ["DeviceCounts", "GatewayCounts", "Snapshot", "collect", "verdict"]
+
+
+@dataclass(slots=True)
+class DeviceCounts:
+    device_id: str
+    kind: str
+    sent: int = 0  # values the virtual PHD notified/indicated
+    read: int = 0  # values the agent received (sessions finished)
+    undecodable: int = 0
+    sealed: int = 0  # envelopes sealed by the agent
+    spooled: int = 0  # envelopes still in the agent's spool
+    committed: int = 0  # distinct (device, seq) envelopes stored at the hospital
+    envelope_rows: int = 0
+    sealed_observations: int = 0  # observations the committed envelopes carried
+    observations: int = 0  # observation rows stored
+    distinct_observations: int = 0  # distinct content ids among them
+    rejected: int = 0  # quarantined at the hospital, by device id
+
+
+@dataclass(slots=True)
+class GatewayCounts:
+    queued: int = 0
+    in_flight: int = 0
+    relayed: int = 0  # acknowledged end to end by the hospital
+    dead: int = 0
+    link: str = "unknown"
+
+
+@dataclass(slots=True)
+class Snapshot:
+    devices: list[DeviceCounts] = field(default_factory=list)
+    gateway: GatewayCounts = field(default_factory=GatewayCounts)
+    quarantined_unattributed: int = 0  # rejected envelopes no device id could be read for
+
+    def totals(self) -> dict[str, int]:
+        keys = (
+            "sent",
+            "read",
+            "sealed",
+            "committed",
+            "sealed_observations",
+            "observations",
+            "rejected",
+        )
+        return {k: sum(getattr(d, k) for d in self.devices) for k in keys}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "devices": [asdict(d) for d in self.devices],
+            "gateway": asdict(self.gateway),
+            "quarantined_unattributed": self.quarantined_unattributed,
+            "totals": self.totals(),
+        }
+
+
+def _spool_counts(spool_dir: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if not spool_dir.is_dir():
+        return counts
+    for path in spool_dir.glob("*.env"):  # <device_id>.<seq:020d>.env
+        device_id = path.name.split(".", 1)[0]
+        counts[device_id] = counts.get(device_id, 0) + 1
+    return counts
+
+
+_Envelopes = dict[str, tuple[int, int, int]]
+_Observations = dict[str, tuple[int, int]]
+
+
+def _server_counts(database: Path) -> tuple[_Envelopes, _Observations, dict[str | None, int]]:
+    """Per device: envelopes (rows, distinct seq, observations carried), observations (rows,
+    distinct content ids), quarantined envelopes."""
+    if not database.exists():
+        return {}, {}, {}
+    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5.0)
+    try:
+        envelopes: _Envelopes = {
+            str(r[0]): (int(r[1]), int(r[2]), int(r[3]))
+            for r in db.execute(
+                "SELECT device_id, COUNT(*), COUNT(DISTINCT seq), SUM(observations) "
+                "FROM ingested_envelope GROUP BY device_id"
+            )
+        }
+        observations: _Observations = {
+            str(r[0]): (int(r[1]), int(r[2]))
+            for r in db.execute(
+                "SELECT device_id, COUNT(*), COUNT(DISTINCT content_id) FROM observation "
+                "GROUP BY device_id"
+            )
+        }
+        quarantine: dict[str | None, int] = {
+            (None if r[0] is None else str(r[0])): int(r[1])
+            for r in db.execute("SELECT device_id, COUNT(*) FROM quarantine GROUP BY device_id")
+        }
+    except sqlite3.OperationalError:
+        return {}, {}, {}  # schema not there yet, or the database is busy: next poll
+    finally:
+        db.close()
+    return envelopes, observations, quarantine
+
+
+def _gateway_counts(outbox: Path) -> GatewayCounts:
+    from mobile_gateway.errors import GatewayError
+    from mobile_gateway.status import read_status
+
+    if not outbox.exists():
+        return GatewayCounts()
+    try:
+        status = read_status(outbox)
+    except (GatewayError, sqlite3.Error, OSError):
+        return GatewayCounts(link="unreadable")
+    return GatewayCounts(
+        queued=status.pending,
+        in_flight=status.in_flight,
+        relayed=status.done_total,
+        dead=status.dead,
+        link=status.link_state,
+    )
+
+
+def collect(fleet: Fleet, agent: Agent | None, *, database: Path, outbox: Path) -> Snapshot:
+    """One snapshot. Blocking (SQLite, directory listing): call it in a worker thread."""
+    sent = fleet.sent()
+    spool = _spool_counts(agent.spool.dir) if agent is not None else {}
+    envelopes, observations, quarantine = _server_counts(database)
+    snapshot = Snapshot(gateway=_gateway_counts(outbox))
+    reports = list(agent.reports) if agent is not None else []
+    for phd in fleet.enrolled:
+        d = DeviceCounts(device_id=phd.device_id, kind=phd.kind, sent=sent.get(phd.device_id, 0))
+        for report in reports:
+            if report.device_id == phd.device_id:
+                d.read += report.readings
+                d.undecodable += report.undecodable
+                d.sealed += report.envelopes
+        d.spooled = spool.get(phd.device_id, 0)
+        d.envelope_rows, d.committed, d.sealed_observations = envelopes.get(
+            phd.device_id, (0, 0, 0)
+        )
+        d.observations, d.distinct_observations = observations.get(phd.device_id, (0, 0))
+        d.rejected = quarantine.get(phd.device_id, 0)
+        snapshot.devices.append(d)
+    known = {p.device_id for p in fleet.enrolled}
+    snapshot.quarantined_unattributed = sum(n for k, n in quarantine.items() if k not in known)
+    return snapshot
+
+
+def verdict(snapshot: Snapshot) -> list[str]:
+    """Why the run is not "every reading committed exactly once"; empty when it is."""
+    problems: list[str] = []
+    if not snapshot.devices:
+        problems.append("no device was enrolled")
+    for d in snapshot.devices:
+        who = f"{d.kind} {d.device_id}"
+        if d.sent == 0 or d.sealed == 0:
+            problems.append(f"{who}: nothing was read (sent {d.sent}, sealed {d.sealed})")
+        if d.read < d.sent:
+            problems.append(f"{who}: agent read {d.read} of {d.sent} values sent")
+        if d.committed != d.sealed:
+            problems.append(f"{who}: {d.committed} of {d.sealed} sealed envelopes committed")
+        if d.envelope_rows != d.committed:
+            problems.append(f"{who}: {d.envelope_rows - d.committed} envelope(s) stored twice")
+        if d.observations != d.distinct_observations:
+            problems.append(f"{who}: duplicate observations stored")
+        if d.observations != d.sealed_observations:
+            problems.append(
+                f"{who}: {d.observations} of {d.sealed_observations} sealed observations stored"
+            )
+        if d.spooled:
+            problems.append(f"{who}: {d.spooled} envelope(s) still in the agent spool")
+        if d.rejected:
+            problems.append(f"{who}: {d.rejected} envelope(s) rejected by the hospital")
+    gw = snapshot.gateway
+    if gw.queued or gw.in_flight:
+        problems.append(f"gateway: {gw.queued + gw.in_flight} envelope(s) not yet acknowledged")
+    if gw.dead:
+        problems.append(f"gateway: {gw.dead} dead-lettered envelope(s)")
+    if snapshot.quarantined_unattributed:
+        problems.append(f"hospital: {snapshot.quarantined_unattributed} unattributed rejection(s)")
+    return problems

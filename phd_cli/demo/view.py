@@ -1,0 +1,120 @@
+"""The demo's console output: the live table, the human summary and the JSON summary.
+
+What it is for: render a :class:`~phd_cli.demo.stats.Snapshot` as a rich table (one row per
+virtual PHD: sent, read, sealed, relayed, committed, rejected) while the demo runs, then a
+summary with where to look (API docs, metrics, database, login, logs).
+
+What it must never do: show a value, a name, an MRN or a password (the password is named by
+its file only); device ids and counts are all it prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from phd_cli.demo.stats import Snapshot
+
+__all__ = ["Endpoints", "live_table", "summary_json", "summary_text"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoints:
+    api: str
+    gateway_metrics: str
+    database: Path
+    root_ca: Path
+    admin_user: str
+    admin_password_file: Path
+    logs: Path
+    run_dir: Path
+    mqtt_port: int
+
+
+def live_table(snapshot: Snapshot, *, elapsed: float, duration: float, phase: str) -> Group:
+    table = Table(
+        title=f"phd demo: {phase} ({elapsed:.0f}/{duration:.0f} s)",
+        box=box.SIMPLE_HEAD,
+        caption="sent/read: values over BLE; sealed/committed: envelopes; obs: observations",
+    )
+    table.add_column("device")
+    table.add_column("kind")
+    for col in ("sent", "read", "sealed", "committed", "obs", "rejected"):
+        table.add_column(col, justify="right")
+    for d in snapshot.devices:
+        table.add_row(
+            d.device_id[:8],
+            d.kind,
+            str(d.sent),
+            str(d.read),
+            str(d.sealed),
+            str(d.committed),
+            str(d.observations),
+            Text(str(d.rejected), style="red" if d.rejected else ""),
+        )
+    gw = snapshot.gateway
+    spooled = sum(d.spooled for d in snapshot.devices)
+    line = Text(
+        f"agent spool {spooled}; gateway link {gw.link}, queued {gw.queued}, "
+        f"in flight {gw.in_flight}, relayed (acked) {gw.relayed}, dead {gw.dead}"
+    )
+    return Group(table, line)
+
+
+def summary_json(
+    snapshot: Snapshot, problems: list[str], endpoints: Endpoints, *, duration: float
+) -> dict[str, Any]:
+    return {
+        "ok": not problems,
+        "duration_s": duration,
+        "problems": problems,
+        **snapshot.to_json(),
+        "where": {
+            "api_docs": f"{endpoints.api}/docs",
+            "metrics": f"{endpoints.api}/metrics",
+            "gateway_metrics": endpoints.gateway_metrics,
+            "database": str(endpoints.database),
+            "root_ca": str(endpoints.root_ca),
+            "admin_user": endpoints.admin_user,
+            "admin_password_file": str(endpoints.admin_password_file),
+            "logs": str(endpoints.logs),
+        },
+    }
+
+
+def summary_text(snapshot: Snapshot, problems: list[str], endpoints: Endpoints) -> RenderableType:
+    totals = snapshot.totals()
+    head = Text()
+    if problems:
+        head.append("NOT every reading was committed exactly once:\n", style="bold red")
+        for p in problems:
+            head.append(f"  - {p}\n", style="red")
+    else:
+        head.append(
+            f"every reading that left a virtual device was committed exactly once: "
+            f"{totals['sealed']} envelopes, {totals['observations']} observations from "
+            f"{len(snapshot.devices)} devices, 0 lost, 0 duplicated, "
+            f"{totals['rejected']} rejected\n",
+            style="bold green",
+        )
+    where = Table.grid(padding=(0, 2))
+    where.add_column(style="bold")
+    where.add_column()
+    ca = endpoints.root_ca
+    where.add_row("API docs", f"{endpoints.api}/docs  (trust {ca}: curl --cacert {ca})")
+    where.add_row("server metrics", f"{endpoints.api}/metrics")
+    where.add_row("gateway metrics", endpoints.gateway_metrics)
+    where.add_row("database", f"{endpoints.database}  (SQLite; values encrypted per patient)")
+    where.add_row(
+        "log in",
+        f"HTTP Basic as {endpoints.admin_user}, password in {endpoints.admin_password_file}",
+    )
+    where.add_row("broker", f"mqtts://localhost:{endpoints.mqtt_port} (mutual TLS)")
+    where.add_row("logs", str(endpoints.logs))
+    return Group(head, where)
