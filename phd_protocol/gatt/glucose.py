@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from phd_protocol import mdc
@@ -221,6 +221,14 @@ class GlucoseMeasurement(Characteristic):
             sensor_status=status,
             context_follows=bool(flags & _FLAG_CONTEXT),
         )
+
+    @property
+    def user_facing_time(self) -> datetime | None:
+        """Base time plus time offset (GLS 3.106.2.3), as RACP time filters compare it."""
+        base = self.base_time.to_datetime()
+        if base is None:
+            return None
+        return base + timedelta(minutes=self.time_offset or 0)
 
     @property
     def time_offset_delta(self) -> timedelta | None:

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from phd_protocol.errors import ParseError
 from phd_protocol.gatt._codec import Characteristic, Reader, check_int
 from phd_protocol.gatt.date_time import DateTime
+from phd_protocol.gatt.glucose import GlucoseMeasurement
 
 __all__ = [
     "RacpError",
@@ -183,6 +185,45 @@ class RacpRequest(Characteristic):
             and _filter_key(self.minimum) > _filter_key(self.maximum)
         ):
             raise ValueError("'minimum' is after 'maximum'")
+
+    def select(self, records: Iterable[GlucoseMeasurement]) -> list[GlucoseMeasurement]:
+        """The stored records this request addresses, oldest first (GLS 4.11.2-4.11.3).
+
+        For a record-access server (a virtual meter): "first"/"last" are the lowest/highest
+        sequence numbers; time filters compare the user facing time (base time + offset) and
+        skip records whose date is unknown.
+        """
+        ordered = sorted(records, key=lambda r: r.sequence_number)
+        op = self.operator
+        if op is RacpOperator.ALL_RECORDS:
+            return ordered
+        if op is RacpOperator.FIRST_RECORD:
+            return ordered[:1]
+        if op is RacpOperator.LAST_RECORD:
+            return ordered[-1:]
+        if op is RacpOperator.NULL:
+            return []
+        low = None if self.minimum is None else _filter_key(self.minimum)
+        high = None if self.maximum is None else _filter_key(self.maximum)
+        selected = []
+        for record in ordered:
+            if self.filter_type is RacpFilterType.SEQUENCE_NUMBER:
+                key: tuple[int, ...] = (record.sequence_number,)
+            else:
+                moment = record.user_facing_time
+                if moment is None:
+                    continue
+                key = (
+                    moment.year,
+                    moment.month,
+                    moment.day,
+                    moment.hour,
+                    moment.minute,
+                    moment.second,
+                )
+            if (low is None or key >= low) and (high is None or key <= high):
+                selected.append(record)
+        return selected
 
     def encode(self) -> bytes:
         out = bytearray((self.op_code, self.operator))
