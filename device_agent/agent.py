@@ -336,7 +336,12 @@ class Agent:
             await asyncio.gather(*workers, handoff, return_exceptions=True)
 
     async def _device_loop(self, credential: Credential, stop: asyncio.Event, once: bool) -> None:
-        sealer = await asyncio.to_thread(Sealer, credential)
+        try:
+            sealer = await asyncio.to_thread(Sealer, credential)
+        except AgentError as exc:
+            # One broken credential must not stop the agent serving the other PHDs.
+            logger.error("device %s disabled: %s", credential.device_id, exc)
+            return
         failures = 0
         while not stop.is_set():
             try:
@@ -351,6 +356,10 @@ class Agent:
                 logger.info("device %s unreachable: %s", credential.device_id, exc.reason)
                 failures += 1
                 delay = backoff_delay(failures, base=1.0, cap=60.0)
+            except AgentError as exc:  # spool full, disk error: nothing was confirmed; retry
+                logger.error("device %s session failed: %s", credential.device_id, exc)
+                failures += 1
+                delay = backoff_delay(failures, base=5.0, cap=300.0)
             if once:
                 return
             with contextlib.suppress(TimeoutError):

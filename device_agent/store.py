@@ -223,7 +223,10 @@ class Credential:
 
     def _save(self) -> None:
         data = json.dumps(self._state(), indent=2, sort_keys=True).encode() + b"\n"
-        atomic_write(self.state_path, data)
+        try:
+            atomic_write(self.state_path, data)
+        except OSError as exc:
+            raise CredentialError(f"{self.dir.name}: cannot persist state.json") from exc
 
     def next_seq(self) -> int:
         """The next envelope sequence number; durable before it is returned."""

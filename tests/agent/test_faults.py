@@ -100,3 +100,16 @@ async def test_malformed_bytes_are_reported_and_do_not_stop_the_session(world: W
     assert len(bpm_raw[0]) == 2  # the malformed value still travels, as raw bytes
     bpm_obs = [o for p in payloads for o in p.observations if o.get("char") == "2A35"]
     assert bpm_obs  # the two good readings after it were decoded
+
+
+async def test_a_broken_credential_does_not_stop_the_other_devices(world: World) -> None:
+    good = await world.start(BloodPressureMonitor(world.radio, seed=5, **FAST))
+    bad = await world.start(BloodPressureMonitor(world.radio, seed=6, **FAST))
+    healthy = await world.make_credential(good.address)
+    broken = await world.make_credential(bad.address)
+    await asyncio.to_thread(broken.key_path.write_bytes, b"-----BEGIN PRIVATE KEY-----\ngarbage")
+    agent = Agent(AgentConfig(home=world.home.root, session_idle=0.3), world.backends)
+    await agent.run(asyncio.Event(), once=True)
+    assert [r.device_id for r in agent.reports] == [healthy.device_id]
+    assert await opened(world.hospital, agent, healthy)
+    assert bad.sent_total == 0
