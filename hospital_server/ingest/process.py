@@ -44,11 +44,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, tuple_
+from sqlalchemy import Table, tuple_
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from hospital_server import audit
 from hospital_server.db import READ_ONLY, IntegrityError, is_transient
@@ -74,7 +75,7 @@ from hospital_server.models import (
 )
 from hospital_server.security import certificate_der_to_pem
 from phd_protocol import cbor, crypto
-from phd_protocol.envelope import EnvelopeError, KeyRing, open_envelope
+from phd_protocol.envelope import EnvelopeError, KeyRing, OpenedEnvelope, open_envelope
 from phd_protocol.errors import ParseError, RejectReason
 from phd_protocol.observation import Observation as WireObservation
 from phd_protocol.pki import certificate_public_key, load_certificate
@@ -139,8 +140,8 @@ class _Rejected:
     reason: RejectReason
     digest: str
     sealed: bytes
-    device_id: str | None
-    kid: str | None
+    device_id: str | None = None
+    kid: str | None = None
 
 
 @dataclass(slots=True)
@@ -221,18 +222,36 @@ class Ingestor:
             gateway = session.get(Gateway, gateway_id)
             gateway_revoked = gateway is not None and gateway.status == "revoked"
             now = self.clock()
-            creds: dict[str, _Credential | None] = {}
-            consent: dict[str, bool] = {}
-            seen: dict[tuple[str, int], str] = {}
+            digests = [crypto.sha256(data).hex() for data in envelopes]
+            # Pass 1: bounds and decryption; collect every credential the batch names, so the
+            # database is asked once per batch, not once per envelope.
+            opened: dict[int, OpenedEnvelope] = {}
             for index, data in enumerate(envelopes):
-                digest = crypto.sha256(data).hex()
                 try:
                     if len(data) > self.policy.max_envelope_bytes:
                         raise _Reject(_R.TOO_LARGE)
                     if gateway_revoked:
                         raise _Reject(_R.GATEWAY_REVOKED)
+                    try:
+                        opened[index] = open_envelope(data, self.keyring)
+                    except EnvelopeError as exc:
+                        raise _Reject(exc.reason) from None
+                except _Reject as rej:
+                    batch.rejected.append(_Rejected(index, rej.reason, digests[index], data))
+            creds = self._credentials(session, {o.message.kid.hex() for o in opened.values()})
+            consent = _collection_consent(session, {c.patient_id for c in creds.values()})
+            # Pass 2: signature, policy, enrollment, observations; then in-batch duplicates.
+            seen: dict[tuple[str, int], str] = {}
+            for index, envelope in opened.items():
+                data, digest = envelopes[index], digests[index]
+                try:
                     accepted = self._check(
-                        session, index=index, data=data, now=now, creds=creds, consent=consent
+                        session,
+                        index=index,
+                        opened=envelope,
+                        now=now,
+                        creds=creds,
+                        consent=consent,
                     )
                 except _Reject as rej:
                     batch.rejected.append(
@@ -260,23 +279,16 @@ class Ingestor:
         session: Session,
         *,
         index: int,
-        data: bytes,
+        opened: OpenedEnvelope,
         now: datetime,
-        creds: dict[str, _Credential | None],
+        creds: dict[str, _Credential],
         consent: dict[str, bool],
     ) -> _Accepted:
-        try:
-            opened = open_envelope(data, self.keyring)
-        except EnvelopeError as exc:
-            raise _Reject(exc.reason) from None
         message = opened.message
         kid = message.kid.hex()[:64]
 
         def lookup(raw_kid: bytes) -> CredentialRecord | None:
-            key = raw_kid.hex()
-            if key not in creds:
-                creds[key] = self._credential(session, key)
-            found = creds[key]
+            found = creds.get(raw_kid.hex())
             return None if found is None else found.record
 
         try:
@@ -289,16 +301,13 @@ class Ingestor:
         except EnvelopeError as exc:
             cred = creds.get(kid)
             raise _Reject(exc.reason, device_id=cred.device_id if cred else None, kid=kid) from None
-        cred = creds[kid]
-        assert cred is not None  # verify_envelope refused unknown credentials above
-        if cred.patient_id not in consent:
-            consent[cred.patient_id] = _collection_consent(session, cred.patient_id)
+        cred = creds[kid]  # verify_envelope refused unknown credentials above
         if (
             # A revoked device passed the standing check above, so this envelope was sealed
             # before the revocation: it is accepted (DESIGN.md section 3).
             cred.device_status not in {DeviceStatus.ENROLLED, DeviceStatus.REVOKED}
             or cred.patient_status != PatientStatus.ACTIVE
-            or not consent[cred.patient_id]
+            or not consent.get(cred.patient_id, False)
         ):
             raise _Reject(_R.NOT_ENROLLED, device_id=cred.device_id, kid=kid)
         try:
@@ -404,36 +413,47 @@ class Ingestor:
             sealed_at=sealed_at,
         )
 
-    def _credential(self, session: Session, kid: str) -> _Credential | None:
-        row = session.exec(
-            select(Credential, Device, Patient)
+    def _credentials(self, session: Session, kids: set[str]) -> dict[str, _Credential]:
+        """Credential, device and patient standing for every kid of a batch, in one query."""
+        if not kids:
+            return {}
+        rows = session.execute(
+            sa_select(
+                col(Credential.kid),
+                col(Credential.cert_der),
+                col(Credential.not_before),
+                col(Credential.not_after),
+                col(Credential.revoked_at),
+                col(Device.id),
+                col(Device.status),
+                col(Patient.id),
+                col(Patient.status),
+            )
             .join(Device, col(Device.id) == col(Credential.device_id))
             .join(Patient, col(Patient.id) == col(Device.patient_id))
-            .where(Credential.kid == kid)
-        ).first()
-        if row is None:
-            return None
-        credential, device, patient = row
-        key = self._verifiers.get(kid)
-        if key is None:
-            key = certificate_public_key(
-                load_certificate(certificate_der_to_pem(credential.cert_der))
+            .where(col(Credential.kid).in_(kids))
+        ).all()
+        out: dict[str, _Credential] = {}
+        for kid, der, not_before, not_after, revoked_at, dev, dev_status, pid, p_status in rows:
+            key = self._verifiers.get(kid)
+            if key is None:
+                key = certificate_public_key(load_certificate(certificate_der_to_pem(der)))
+                self._verifiers[kid] = key
+            out[kid] = _Credential(
+                record=CredentialRecord(
+                    kid=bytes.fromhex(kid),
+                    device_id=dev,
+                    public_key=key,
+                    not_before=not_before,
+                    not_after=not_after,
+                    revoked_at=revoked_at,
+                ),
+                device_id=dev,
+                patient_id=pid,
+                device_status=dev_status,
+                patient_status=p_status,
             )
-            self._verifiers[kid] = key
-        return _Credential(
-            record=CredentialRecord(
-                kid=bytes.fromhex(kid),
-                device_id=device.id,
-                public_key=key,
-                not_before=credential.not_before,
-                not_after=credential.not_after,
-                revoked_at=credential.revoked_at,
-            ),
-            device_id=device.id,
-            patient_id=patient.id,
-            device_status=device.status,
-            patient_status=patient.status,
-        )
+        return out
 
     # ------------------------------------------------------------------ phase 2: one write
 
@@ -502,9 +522,9 @@ class Ingestor:
                 batch.results[acc.index] = EnvelopeResult.duplicate()
         batch.accepted = still
         if envelope_rows:
-            session.execute(insert(IngestedEnvelope), envelope_rows)
+            session.connection().execute(_table(IngestedEnvelope).insert(), envelope_rows)
         if observation_rows:
-            session.execute(insert(Observation), observation_rows)
+            session.connection().execute(_table(Observation).insert(), observation_rows)
 
     def _quarantine(self, session: Session, gateway_id: str, rejected: list[_Rejected]) -> None:
         digests = {r.digest for r in rejected}
@@ -532,8 +552,8 @@ class Ingestor:
             )
             events.append(_audit_row(rej, gateway_id, now))
         if rows:
-            session.execute(insert(Quarantine), rows)
-            session.execute(insert(AuditEvent), events)
+            session.connection().execute(_table(Quarantine).insert(), rows)
+            session.connection().execute(_table(AuditEvent).insert(), events)
 
     # ------------------------------------------------------------------ results
 
@@ -556,6 +576,12 @@ class Ingestor:
         return [EnvelopeResult.retry_later() for _ in range(count)]
 
 
+def _table(model: type[SQLModel]) -> Table:
+    # Core inserts (executemany) skip the ORM's per-row bookkeeping: ingest writes whole
+    # batches of plain rows and never reads them back in this session.
+    return cast("Table", model.__table__)  # type: ignore[attr-defined] # set by table=True
+
+
 def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]:
     detail = {"reason": rej.reason.value, "gateway": gateway_id, "envelope": rej.digest[:32]}
     if rej.kid is not None:
@@ -569,14 +595,18 @@ def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]
     }
 
 
-def _collection_consent(session: Session, patient_id: str) -> bool:
-    latest = session.exec(
-        select(Consent.granted)
-        .where(Consent.patient_id == patient_id, Consent.kind == ConsentKind.COLLECTION)
-        .order_by(col(Consent.id).desc())
-        .limit(1)
-    ).first()
-    return bool(latest)
+def _collection_consent(session: Session, patient_ids: set[str]) -> dict[str, bool]:
+    """Collection consent in force (the newest record) for each patient, in one query."""
+    if not patient_ids:
+        return {}
+    latest: dict[str, bool] = {}
+    for pid, granted in session.exec(
+        select(Consent.patient_id, Consent.granted)
+        .where(col(Consent.patient_id).in_(patient_ids), Consent.kind == ConsentKind.COLLECTION)
+        .order_by(col(Consent.id))
+    ):
+        latest[pid] = granted
+    return latest
 
 
 def process_envelope(
