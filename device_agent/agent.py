@@ -368,9 +368,17 @@ class Agent:
     async def _handoff_loop(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
-            report = await self.deliver()
+            try:
+                report = await self.deliver()
+            except (AgentError, OSError) as exc:
+                # A damaged spool file or a full disk: keep trying; the envelopes stay put.
+                logger.error("handoff failed: %s", type(exc).__name__)
+                report = None
+                attempt += 1
             if report is not None and (not report.reachable or report.busy) and report.remaining:
                 attempt += 1
+                delay = backoff_delay(attempt, base=0.5, cap=60.0)
+            elif report is None and attempt:
                 delay = backoff_delay(attempt, base=0.5, cap=60.0)
             else:
                 attempt = 0

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from device_agent.errors import HandoffError
+from device_agent.errors import HandoffError, SpoolError
 from device_agent.spool import Spool, SpooledEnvelope
 from phd_protocol.ingress import (
     IngressError,
@@ -82,7 +82,13 @@ class Handoff:
         accepted = rejected = 0
         try:
             for index, item in enumerate(pending):
-                data = await asyncio.to_thread(item.read)
+                try:
+                    data = await asyncio.to_thread(item.read)
+                except (SpoolError, OSError):
+                    # A damaged file must not block the queue behind it: set it aside.
+                    await asyncio.to_thread(self.spool.reject, item, "unreadable")
+                    rejected += 1
+                    continue
                 try:
                     frame = encode_request(data)
                 except IngressError as exc:  # cannot even be framed: keep it for review

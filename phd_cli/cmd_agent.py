@@ -256,7 +256,7 @@ def _status(args: argparse.Namespace) -> int:
     home = AgentHome(_home(args))
     console = Console()
     table = Table(title=f"agent home {home.root}")
-    for col in ("device id", "kind", "address", "next seq >", "RACP cursor", "cert expires"):
+    for col in ("device id", "kind", "address", "seq reserved", "RACP cursor", "cert expires"):
         table.add_column(col)
     for credential in home.credentials():
         cert = load_certificate(credential.cert_path.read_bytes())

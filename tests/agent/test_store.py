@@ -103,3 +103,19 @@ async def test_spool_refuses_a_reused_sequence_number(tmp_path: Path) -> None:
     await asyncio.to_thread(spool.put, "dev-1", 7, b"x")
     with pytest.raises(SpoolError, match="spooled twice"):
         await asyncio.to_thread(spool.put, "dev-1", 7, b"y")
+
+
+async def test_a_damaged_spool_file_is_set_aside_not_blocking_the_queue(
+    tmp_path: Path, ingress: FakeIngress
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    for seq in (1, 2):
+        await asyncio.to_thread(spool.put, "dev-1", seq, b"envelope-%d" % seq)
+    first = (await asyncio.to_thread(spool.pending))[0]
+    await asyncio.to_thread(first.path.write_bytes, b"")  # truncated by a failing disk
+    report = await Handoff(ingress.path, spool).deliver()
+    assert report.accepted == 1
+    assert report.rejected == 1
+    assert ingress.accepted == [b"envelope-2"]
+    kept = await asyncio.to_thread(lambda: sorted(p.name for p in spool.rejected_dir.iterdir()))
+    assert kept == [first.path.name, first.path.name + ".reason"]  # kept for review
