@@ -224,7 +224,7 @@ def test_every_reason_end_to_end(world: World, broker: MosquittoBroker) -> None:
 class CrashAfterCommit(IngestWorker):
     """Dies after the database commit and before publishing the ack or PUBACKing."""
 
-    crashed = threading.Event()
+    crashed: threading.Event
 
     def handle(self, message: InboundMessage) -> None:
         gateway_id = gateway_from_topic(message.topic)
@@ -244,6 +244,7 @@ def test_worker_crash_between_commit_and_ack_then_redelivery(
     batch = UplinkBatch.new(
         [world.seal(device, [bp(device, str(110 + i), "70")]) for i in range(4)]
     )
+    CrashAfterCommit.crashed = threading.Event()  # fresh for each parametrized run
     crashing = start_worker(world, broker, cls=CrashAfterCommit)
     gateway = Gateway(world.layout, broker)
     try:
