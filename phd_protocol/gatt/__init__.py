@@ -65,7 +65,7 @@ from phd_protocol.gatt.glucose_context import (
     MedicationUnit,
     Tester,
 )
-from phd_protocol.gatt.heart_rate import HeartRateMeasurement
+from phd_protocol.gatt.heart_rate import BodySensorLocation, HeartRateMeasurement, SensorLocation
 from phd_protocol.gatt.plx import (
     PlxContinuousMeasurement,
     PlxDeviceSensorStatus,
@@ -84,7 +84,9 @@ from phd_protocol.gatt.racp import (
     decode_racp,
 )
 from phd_protocol.gatt.temperature import (
+    IntermediateTemperature,
     TemperatureMeasurement,
+    TemperatureSite,
     TemperatureType,
     TemperatureUnit,
 )
@@ -97,6 +99,7 @@ __all__ = [
     "AdjustReason",
     "BloodPressureMeasurement",
     "BloodPressureStatus",
+    "BodySensorLocation",
     "CarbohydrateId",
     "Characteristic",
     "Codec",
@@ -113,6 +116,7 @@ __all__ = [
     "Health",
     "HeartRateMeasurement",
     "IntermediateCuffPressure",
+    "IntermediateTemperature",
     "ManufacturerName",
     "Meal",
     "MedicationId",
@@ -133,10 +137,12 @@ __all__ = [
     "RacpRequest",
     "RacpResponse",
     "RacpResponseCode",
+    "SensorLocation",
     "SerialNumber",
     "SoftwareRevision",
     "SystemId",
     "TemperatureMeasurement",
+    "TemperatureSite",
     "TemperatureType",
     "TemperatureUnit",
     "Tester",
@@ -185,8 +191,11 @@ CODECS = _table(
     _row(GlucoseMeasurementContext),
     Codec(0x2A52, "Record Access Control Point", decode_racp),
     _row(TemperatureMeasurement),
+    _row(IntermediateTemperature),
+    _row(TemperatureSite),
     _row(WeightMeasurement),
     _row(HeartRateMeasurement),
+    _row(BodySensorLocation),
     _row(PlxSpotCheckMeasurement),
     _row(PlxContinuousMeasurement),
     _row(ManufacturerName),

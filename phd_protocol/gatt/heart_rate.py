@@ -13,10 +13,14 @@ Layout::
 RR intervals are reported exactly in milliseconds (x 1000/1024 = x 125/128, a terminating
 decimal) as one compound observation, so equal intervals in one notification stay distinct.
 Heart-rate notifications carry no time stamp: observations are timed by the agent.
+
+Also here: Body Sensor Location 0x2A38 (HRS 3.2): uint8, 0 other, 1 chest, 2 wrist, 3 finger,
+4 hand, 5 ear lobe, 6 foot; 7-255 RFU.
 """
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,7 +30,7 @@ from phd_protocol import mdc
 from phd_protocol.gatt._codec import Characteristic, ObservationContext, Reader, check_int
 from phd_protocol.observation import Component, Observation
 
-__all__ = ["HeartRateMeasurement"]
+__all__ = ["BodySensorLocation", "HeartRateMeasurement", "SensorLocation"]
 
 _FLAG_U16 = 0x01
 _CONTACT_MASK = 0x06
@@ -164,3 +168,40 @@ def _ms(ticks: int) -> Decimal:
     # default 28-digit context computes it exactly. normalize() drops trailing zeros.
     value = (Decimal(ticks) * _MS_PER_TICK).normalize()
     return Decimal(int(value)) if value == value.to_integral_value() else value
+
+
+class SensorLocation(enum.IntEnum):
+    OTHER = 0
+    CHEST = 1
+    WRIST = 2
+    FINGER = 3
+    HAND = 4
+    EAR_LOBE = 5
+    FOOT = 6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodySensorLocation(Characteristic):
+    """Where a heart-rate sensor is worn (0x2A38)."""
+
+    uuid: ClassVar[int] = 0x2A38
+    name: ClassVar[str] = "Body Sensor Location"
+
+    location: SensorLocation
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.location, SensorLocation):
+            raise ValueError("'location' must be a SensorLocation")
+
+    def encode(self) -> bytes:
+        return bytes((self.location,))
+
+    @classmethod
+    def decode(cls, data: bytes) -> BodySensorLocation:
+        reader = Reader(f"{cls.name} ({cls.uuid:04X})", data)
+        raw = reader.u8("location")
+        reader.finish()
+        try:
+            return cls(location=SensorLocation(raw))
+        except ValueError:
+            raise reader.fail("reserved value in 'location' at offset 0") from None

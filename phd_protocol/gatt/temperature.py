@@ -11,6 +11,10 @@ Layout::
                                        9 tympanum; 0 and 10-255 RFU)
 
 The site picks the MDC code (IEEE 11073-10408); all sites carry the vital-signs LOINC 8310-5.
+
+Also here: Intermediate Temperature 0x2A1E (HTS 3.3, same layout, readings while measuring;
+its observations carry the flag ``intermediate``) and Temperature Type 0x2A1D (HTS 3.2, the
+static site of a thermometer whose measurements carry none; a uint8 with the values above).
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ from phd_protocol.gatt.date_time import DateTime
 from phd_protocol.observation import Observation
 from phd_protocol.sfloat import MedicalNumber
 
-__all__ = ["TemperatureMeasurement", "TemperatureType", "TemperatureUnit"]
+__all__ = [
+    "IntermediateTemperature",
+    "TemperatureMeasurement",
+    "TemperatureSite",
+    "TemperatureType",
+    "TemperatureUnit",
+]
 
 _FLAG_FAHRENHEIT = 0x01
 _FLAG_TIME = 0x02
@@ -114,6 +124,11 @@ class TemperatureMeasurement(Characteristic):
         )
 
     def observations(self, ctx: ObservationContext) -> tuple[Observation, ...]:
+        return self._observations(ctx, frozenset())
+
+    def _observations(
+        self, ctx: ObservationContext, flags: frozenset[str]
+    ) -> tuple[Observation, ...]:
         term = mdc.TEMPERATURE_BY_SITE[
             None if self.temperature_type is None else int(self.temperature_type)
         ]
@@ -127,5 +142,45 @@ class TemperatureMeasurement(Characteristic):
                 unit_mdc=dim.code,
                 when=ctx.timing(self.timestamp),
                 loinc=term.loinc,
+                flags=flags,
             ),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntermediateTemperature(TemperatureMeasurement):
+    """A reading while the measurement is still in progress (0x2A1E)."""
+
+    uuid: ClassVar[int] = 0x2A1E
+    name: ClassVar[str] = "Intermediate Temperature"
+
+    def observations(self, ctx: ObservationContext) -> tuple[Observation, ...]:
+        # The flag keeps an intermediate reading's content id apart from the final one.
+        return self._observations(ctx, frozenset({"intermediate"}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TemperatureSite(Characteristic):
+    """The Temperature Type characteristic (0x2A1D): where a thermometer measures."""
+
+    uuid: ClassVar[int] = 0x2A1D
+    name: ClassVar[str] = "Temperature Type"
+
+    temperature_type: TemperatureType
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.temperature_type, TemperatureType):
+            raise ValueError("'temperature_type' must be a TemperatureType")
+
+    def encode(self) -> bytes:
+        return bytes((self.temperature_type,))
+
+    @classmethod
+    def decode(cls, data: bytes) -> TemperatureSite:
+        reader = Reader(f"{cls.name} ({cls.uuid:04X})", data)
+        raw = reader.u8("temperature_type")
+        reader.finish()
+        try:
+            return cls(temperature_type=TemperatureType(raw))
+        except ValueError:
+            raise reader.fail("reserved value in 'temperature_type' at offset 0") from None
