@@ -9,19 +9,20 @@ Checks, in order, each refusal mapped to one public reason (DESIGN.md section 7)
 
     1  size > 64 KiB                                        too_large
     2  gateway revoked in the database                      gateway_revoked
-    3  framing / HPKE / COSE structure (phd_protocol.envelope)
-                                                            malformed, unknown_recipient_key,
+    3  framing / HPKE / COSE structure (open_envelope)      malformed, unknown_recipient_key,
                                                             decrypt_failed
-    4  kid not a credential in the database                 unknown_credential
-    5  COSE signature with the credential's key             bad_signature
-    6  payload shape; rcpt equals the HPKE recipient kid    malformed / unknown_recipient_key
-    7  payload device id equals the credential's device     unknown_credential
-    8  ts within [now - max age, now + future skew]         clock_skew
-    9  credential valid at ts                               credential_expired
-   10  credential revoked at or before ts                   credential_revoked
-   11  device enrolled, patient active, collection consent  not_enrolled
-   12  observations parse (phd_protocol.observation)        malformed
-   13  (credential, seq) already stored: same signed bytes  -> duplicate; different -> replay
+    4  phd_protocol.policy.verify_envelope, with the credential's standing from the database:
+       kid unknown                                          unknown_credential
+       COSE signature                                       bad_signature
+       payload shape / sections                             malformed
+       payload rcpt differs from the HPKE recipient kid     unknown_recipient_key
+       payload device id differs from the certificate's     not_enrolled
+       credential revoked at or before the sealing time     credential_revoked
+       sealing time outside the certificate's validity      credential_expired
+       sealing time outside [now - max age, now + skew]     clock_skew
+    5  device not enrolled, patient not active, or no collection consent   not_enrolled
+    6  observations do not parse (phd_protocol.observation) malformed
+    7  (credential, seq) already stored: same signed bytes -> duplicate; different -> replay
 
 Accepted observations are stored once per (device, content id): a re-downloaded reading under
 a new seq adds nothing (the envelope is still recorded, so its seq is consumed). Values outside
