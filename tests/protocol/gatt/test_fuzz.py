@@ -1,6 +1,6 @@
 """Fuzz: for any bytes, every parser returns a value or raises ParseError, nothing else.
 
-Hypothesis prints the failing example and how to reproduce it; pin a run with
+Hypothesis prints the failing example and a ``@reproduce_failure`` blob; pin a whole run with
 ``pytest --hypothesis-seed=<seed>``.
 """
 
@@ -35,7 +35,7 @@ def _decode_or_parse_error(uuid: int, data: bytes) -> None:
 
 @pytest.mark.parametrize("uuid", UUIDS, ids=lambda u: f"{u:04X}")
 def test_random_bytes(uuid: int) -> None:
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=300, deadline=None, print_blob=True)
     @given(data=st.binary(max_size=48))
     def check(data: bytes) -> None:
         _decode_or_parse_error(uuid, data)
@@ -61,7 +61,12 @@ def _mutated(draw: st.DrawFn, uuid: int) -> bytes:
 
 @pytest.mark.parametrize("uuid", UUIDS, ids=lambda u: f"{u:04X}")
 def test_mutated_valid_values(uuid: int) -> None:
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=300,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(data=_mutated(uuid))
     def check(data: bytes) -> None:
         _decode_or_parse_error(uuid, data)
@@ -94,7 +99,7 @@ def test_uuid_spellings() -> None:
     assert gatt.parse_uuid(0x2A35) == 0x2A35
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, print_blob=True)
 @given(data=st.one_of(st.binary(max_size=24), _mutated(0x2A35)))
 def test_blood_pressure_fast_path_agrees_with_the_checked_reader(data: bytes) -> None:
     # The hot path unpacks a precompiled layout; the checked reader is the reference.
