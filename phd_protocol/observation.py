@@ -225,6 +225,15 @@ def _flags_ok(flags: frozenset[str]) -> bool:
     return True
 
 
+def _trusted_component(mdc_code: int, value: MedicalNumber, loinc: str | None) -> Component:
+    """A Component from codec output (codes and LOINC from the mdc tables, decoded numbers)."""
+    component = object.__new__(Component)
+    _set(component, "mdc_code", mdc_code)
+    _set(component, "value", value)
+    _set(component, "loinc", loinc)
+    return component
+
+
 def _trusted_observation(  # noqa: PLR0917 - private fast path for phd_protocol.gatt
     device: str,
     mdc_code: int,

@@ -38,7 +38,10 @@ from phd_protocol.gatt._codec import (
     pack_sfloat,
 )
 from phd_protocol.gatt.date_time import DateTime, fast_date_time
-from phd_protocol.observation import Component, Observation
+from phd_protocol.observation import (  # private fast path: values decoded, codes from mdc
+    Observation,
+    _trusted_component,
+)
 from phd_protocol.sfloat import MedicalNumber, SpecialValue, decode_sfloat, encode_sfloat
 
 __all__ = [
@@ -340,13 +343,9 @@ class BloodPressureMeasurement(Characteristic):
             when=when,
             loinc=mdc.PRESS_BLD_NONINV.loinc,
             components=(
-                Component(mdc_code=sys_term.code, value=self.systolic, loinc=sys_term.loinc),
-                Component(mdc_code=dia_term.code, value=self.diastolic, loinc=dia_term.loinc),
-                Component(
-                    mdc_code=mean_term.code,
-                    value=self.mean_arterial_pressure,
-                    loinc=mean_term.loinc,
-                ),
+                _trusted_component(sys_term.code, self.systolic, sys_term.loinc),
+                _trusted_component(dia_term.code, self.diastolic, dia_term.loinc),
+                _trusted_component(mean_term.code, self.mean_arterial_pressure, mean_term.loinc),
             ),
             flags=flags,
         )
