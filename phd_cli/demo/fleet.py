@@ -158,6 +158,7 @@ def make_agent(fleet: Fleet, *, agent_home: Path, gateway_socket: Path, poll: fl
         gateway_socket=gateway_socket,
         policy=SecurityPolicy(),
         poll_interval=poll,
+        session_idle=2.5,  # longer than LIVE_INTERVAL, or a session ends between values
         handoff_interval=0.5,
     )
     return Agent(config, fleet.backends)

@@ -43,7 +43,7 @@ from phd_cli.demo.procs import (
     free_port,
     require_binary,
 )
-from phd_cli.demo.stats import Snapshot, collect, verdict
+from phd_cli.demo.stats import Snapshot, collect, settled, verdict
 from phd_cli.demo.view import Endpoints, live_table, summary_json, summary_text
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -120,6 +120,10 @@ def run_demo(options: DemoOptions, console: Console) -> int:
         return 143
     finally:
         supervisor.stop_all()
+        if paths.socket_dir != paths.gateway_dir:  # the short directory made for the socket
+            with contextlib.suppress(OSError):
+                paths.gateway_socket.unlink(missing_ok=True)
+                paths.socket_dir.rmdir()
 
 
 async def _demo(
@@ -241,7 +245,7 @@ async def _demo(
                 if agent_task.done():
                     agent_task.result()
                     snapshot = await snap()
-                    if not verdict(snapshot):
+                    if settled(snapshot):
                         break
                 waited = time.monotonic() - drain_started
                 if waited > options.drain_timeout:

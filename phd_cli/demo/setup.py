@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,10 +47,15 @@ class Ports:
     gateway_metrics: int
 
 
+# sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+_MAX_SOCKET_PATH = 100
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DemoPaths:
     run: Path
     pki: Path
+    socket_dir: Path  # the run's gateway directory unless its path is too long for a socket
 
     @property
     def logs(self) -> Path:
@@ -81,7 +87,7 @@ class DemoPaths:
 
     @property
     def gateway_socket(self) -> Path:
-        return self.gateway_dir / "ingress.sock"
+        return self.socket_dir / "ingress.sock"
 
     @property
     def gateway_outbox(self) -> Path:
@@ -104,7 +110,11 @@ def new_run_dir(base: Path, pki: Path) -> DemoPaths:
         suffix += 1
         run = base.resolve() / f"run-{stamp}-{suffix}"
     run.mkdir(parents=True, mode=0o700)
-    return DemoPaths(run=run, pki=pki.resolve())
+    socket_dir = run / "gateway"
+    if len(str(socket_dir / "ingress.sock")) > _MAX_SOCKET_PATH:
+        # A Unix socket path cannot be that long: use a private short directory instead.
+        socket_dir = Path(tempfile.mkdtemp(prefix="phd-demo-"))
+    return DemoPaths(run=run, pki=pki.resolve(), socket_dir=socket_dir)
 
 
 def prepare_pki(paths: DemoPaths) -> bool:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from device_agent.agent import Agent
     from phd_cli.demo.fleet import Fleet
 
-__all__ = ["DeviceCounts", "GatewayCounts", "Snapshot", "collect", "verdict"]
+__all__ = ["DeviceCounts", "GatewayCounts", "Snapshot", "collect", "settled", "verdict"]
 
 
 @dataclass(slots=True)
@@ -170,6 +170,17 @@ def collect(fleet: Fleet, agent: Agent | None, *, database: Path, outbox: Path) 
     known = {p.device_id for p in fleet.enrolled}
     snapshot.quarantined_unattributed = sum(n for k, n in quarantine.items() if k not in known)
     return snapshot
+
+
+def settled(snapshot: Snapshot) -> bool:
+    """Nothing is on its way any more: spools and the outbox are empty and the hospital has
+    answered (stored or rejected) every envelope sealed."""
+    gw = snapshot.gateway
+    return (
+        gw.queued == 0
+        and gw.in_flight == 0
+        and all(d.spooled == 0 and d.committed + d.rejected >= d.sealed for d in snapshot.devices)
+    )
 
 
 def verdict(snapshot: Snapshot) -> list[str]:
