@@ -210,6 +210,9 @@ def check_number(value: object, field: str, *, sfloat: bool = True) -> None:
     """A field carried as SFLOAT/FLOAT: must be exactly representable (checked by encoding)."""
     if not isinstance(value, Decimal | SpecialValue):
         raise ValueError(f"'{field}' must be a Decimal or a SpecialValue")
+    if isinstance(value, Decimal) and not value.is_finite():
+        # Checked before the cache: a signalling NaN cannot even be hashed.
+        raise ValueError(f"'{field}' must be finite; use SpecialValue for NaN and infinities")
     problem = _representable(value, sfloat)
     if problem is not None:
         raise ValueError(f"'{field}': {problem}")
