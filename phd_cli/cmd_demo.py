@@ -6,6 +6,11 @@ patients through the real API, runs the agent with a live view, then prints a su
 ``--exit`` prints the summary as JSON and exits 0 only if every reading that left a virtual
 device was committed exactly once (1 otherwise, 2 when the demo could not start). Output
 carries device ids and counts only.
+
+``phd demo enroll-virtual`` is the enrollment step on its own, for compose.yaml's devices
+service: it registers the six virtual PHDs (seed 1, as ``phd agent run --virtual``) to
+synthetic patients through a running server's API and enrolls them into an agent home; it
+does nothing when the home already holds six credentials.
 """
 
 from __future__ import annotations
@@ -56,6 +61,23 @@ def add_parser(sub: Any) -> None:
     )
     p.set_defaults(handler=_demo)
 
+    sub_demo = p.add_subparsers(dest="demo_command", metavar="DEMO_COMMAND", required=False)
+    ev = sub_demo.add_parser(
+        "enroll-virtual",
+        help="register and enroll the six virtual PHDs with a running server (compose)",
+    )
+    ev.add_argument("--server", required=True, help="server URL (https://server:8443)")
+    ev.add_argument("--root", type=Path, required=True, help="hospital root certificate (PEM)")
+    ev.add_argument("--home", type=Path, required=True, help="agent home directory")
+    ev.add_argument("--admin-user", default="admin", help="staff admin user name")
+    ev.add_argument(
+        "--admin-password-env",
+        required=True,
+        metavar="VAR",
+        help="environment variable holding the admin password",
+    )
+    ev.set_defaults(handler=_enroll_virtual)
+
 
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
@@ -73,3 +95,36 @@ def _demo(args: argparse.Namespace) -> int:
         poll=args.poll,
     )
     return run_demo(options, Console())
+
+
+def _enroll_virtual(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from rich.console import Console
+
+    from phd_cli.demo.fleet import enroll_virtual
+    from phd_cli.demo.procs import DemoSetupError
+
+    console = Console()
+    password = os.environ.get(args.admin_password_env, "")
+    if not password:
+        console.print(f"[red]error:[/red] ${args.admin_password_env} is empty or not set")
+        return 2
+    try:
+        enrolled = asyncio.run(
+            enroll_virtual(
+                server_url=args.server,
+                root=args.root,
+                home=args.home,
+                admin=(args.admin_user, password),
+            )
+        )
+    except DemoSetupError as exc:
+        console.print(f"[red]error:[/red] {exc}\n[bold]next:[/bold] {exc.hint}")
+        return 2
+    if not enrolled:
+        console.print(f"agent home {args.home} already holds the six credentials")
+    for phd in enrolled:
+        console.print(f"enrolled {phd.kind}: device id {phd.device_id}")
+    return 0

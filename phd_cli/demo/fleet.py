@@ -32,7 +32,15 @@ if TYPE_CHECKING:
     from device_agent.ble import BleBackends
     from device_agent.virtual.phds import VirtualPhd
 
-__all__ = ["EnrolledPhd", "Fleet", "enroll_all", "run_agent", "virtual_fleet"]
+__all__ = [
+    "EnrolledPhd",
+    "Fleet",
+    "enroll_all",
+    "enroll_virtual",
+    "make_agent",
+    "run_agent",
+    "virtual_fleet",
+]
 
 LIVE_COUNT = 3  # live measurements per session per device (as `phd agent run --virtual`)
 # Over one second apart: PHD clocks stamp whole seconds, and two equal values with the same
@@ -176,3 +184,31 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
             if report is None or not report.remaining:
                 return
             await asyncio.sleep(0.5)
+
+
+async def enroll_virtual(
+    *, server_url: str, root: Path, home: Path, admin: tuple[str, str]
+) -> list[EnrolledPhd]:
+    """``phd demo enroll-virtual``: enroll the six virtual PHDs unless ``home`` has them."""
+    from device_agent.store import AgentHome
+    from device_agent.virtual.phds import DEVICE_CLASSES
+
+    existing = await asyncio.to_thread(AgentHome(home).credentials)
+    if len(existing) >= len(DEVICE_CLASSES):
+        return []
+    if existing:
+        raise DemoSetupError(
+            f"agent home {home} holds {len(existing)} of {len(DEVICE_CLASSES)} credentials",
+            "an earlier enrollment stopped half-way: revoke those devices and use an empty home",
+        )
+    root_pem = await asyncio.to_thread(root.read_bytes)
+    trust = await asyncio.to_thread(ssl.create_default_context, cafile=str(root))
+    async with virtual_fleet() as fleet:
+        return await enroll_all(
+            fleet,
+            server_url=server_url,
+            admin=admin,
+            root_pem=root_pem,
+            agent_home=home,
+            verify=trust,
+        )
