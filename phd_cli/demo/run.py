@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.live import Live
 
@@ -43,7 +44,14 @@ from phd_cli.demo.procs import (
     free_port,
     require_binary,
 )
-from phd_cli.demo.stats import Snapshot, collect, settled, verdict
+from phd_cli.demo.stats import (
+    IngestCounts,
+    Snapshot,
+    collect,
+    parse_server_metrics,
+    settled,
+    verdict,
+)
 from phd_cli.demo.view import Endpoints, live_table, summary_json, summary_text
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -198,7 +206,10 @@ async def _demo(
         mqtt_port=ports.mqtt,
     )
     root_pem = await asyncio.to_thread(layout.root_ca_cert.read_bytes)
-    async with virtual_fleet(glucose_records=options.glucose_records) as fleet:
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        virtual_fleet(glucose_records=options.glucose_records) as fleet,
+    ):
         await enroll_all(
             fleet,
             server_url=api,
@@ -217,10 +228,23 @@ async def _demo(
         stop = asyncio.Event()
         agent_task = asyncio.create_task(run_agent(agent, stop))
 
+        metrics_client = httpx.AsyncClient(base_url=api, verify=trust, timeout=2.0)
+        stack.push_async_callback(metrics_client.aclose)
+        last_ingest = IngestCounts()
+
         async def snap() -> Snapshot:
-            return await asyncio.to_thread(
+            nonlocal last_ingest
+            snapshot = await asyncio.to_thread(
                 collect, fleet, agent, database=paths.database, outbox=paths.gateway_outbox
             )
+            try:
+                response = await metrics_client.get("/metrics")
+                if response.status_code == 200:
+                    last_ingest = parse_server_metrics(response.text)
+            except httpx.HTTPError:
+                pass  # keep the last good reading; the database counts are authoritative
+            snapshot.ingest = last_ingest
+            return snapshot
 
         started = time.monotonic()
         snapshot = await snap()

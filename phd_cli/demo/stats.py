@@ -25,7 +25,16 @@ if TYPE_CHECKING:
     from device_agent.agent import Agent
     from phd_cli.demo.fleet import Fleet
 
-__all__ = ["DeviceCounts", "GatewayCounts", "Snapshot", "collect", "settled", "verdict"]
+__all__ = [
+    "DeviceCounts",
+    "GatewayCounts",
+    "IngestCounts",
+    "Snapshot",
+    "collect",
+    "parse_server_metrics",
+    "settled",
+    "verdict",
+]
 
 
 @dataclass(slots=True)
@@ -55,9 +64,23 @@ class GatewayCounts:
 
 
 @dataclass(slots=True)
+class IngestCounts:
+    """The server's own ingest metrics (``GET /metrics``), as a cross-check of the database."""
+
+    stored: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    retry_later: int = 0
+    latency_count: int = 0
+    latency_mean_s: float | None = None  # sealing on the agent -> commit at the hospital
+    latency_p99_le_s: float | None = None  # upper bound of the bucket holding the 99th pct
+
+
+@dataclass(slots=True)
 class Snapshot:
     devices: list[DeviceCounts] = field(default_factory=list)
     gateway: GatewayCounts = field(default_factory=GatewayCounts)
+    ingest: IngestCounts = field(default_factory=IngestCounts)
     quarantined_unattributed: int = 0  # rejected envelopes no device id could be read for
 
     def totals(self) -> dict[str, int]:
@@ -76,6 +99,7 @@ class Snapshot:
         return {
             "devices": [asdict(d) for d in self.devices],
             "gateway": asdict(self.gateway),
+            "server_ingest": asdict(self.ingest),
             "quarantined_unattributed": self.quarantined_unattributed,
             "totals": self.totals(),
         }
@@ -144,6 +168,35 @@ def _gateway_counts(outbox: Path) -> GatewayCounts:
         dead=status.dead,
         link=status.link_state,
     )
+
+
+def parse_server_metrics(text: str) -> IngestCounts:
+    """Envelope outcomes and the seal-to-commit histogram from the server's metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = IngestCounts()
+    buckets: list[tuple[float, float]] = []
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "phd_ingest_envelopes_total":
+                outcome = sample.labels.get("outcome", "")
+                if outcome in {"stored", "duplicate", "rejected", "retry_later"}:
+                    setattr(counts, outcome, int(sample.value))
+            elif sample.name == "phd_ingest_seconds_bucket":
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name == "phd_ingest_seconds_count":
+                counts.latency_count = int(sample.value)
+            elif sample.name == "phd_ingest_seconds_sum":
+                total = sample.value
+    if counts.latency_count:
+        counts.latency_mean_s = round(total / counts.latency_count, 4)
+        wanted = 0.99 * counts.latency_count
+        for bound, cumulative in sorted(buckets):
+            if cumulative >= wanted:
+                counts.latency_p99_le_s = bound
+                break
+    return counts
 
 
 def collect(fleet: Fleet, agent: Agent | None, *, database: Path, outbox: Path) -> Snapshot:

@@ -64,7 +64,17 @@ def live_table(snapshot: Snapshot, *, elapsed: float, duration: float, phase: st
         f"agent spool {spooled}; gateway link {gw.link}, queued {gw.queued}, "
         f"in flight {gw.in_flight}, relayed (acked) {gw.relayed}, dead {gw.dead}"
     )
-    return Group(table, line)
+    ing = snapshot.ingest
+    latency = (
+        f", seal-to-commit mean {ing.latency_mean_s * 1000:.0f} ms"
+        if ing.latency_mean_s is not None
+        else ""
+    )
+    server = Text(
+        f"hospital ingest: stored {ing.stored}, duplicate {ing.duplicate}, "
+        f"rejected {ing.rejected}, retry later {ing.retry_later}{latency}"
+    )
+    return Group(table, line, server)
 
 
 def summary_json(
