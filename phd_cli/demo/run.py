@@ -298,6 +298,7 @@ async def _demo(
                 )
             )
 
+        live_console.print()  # the live region ends without a newline on a plain stream
     problems = verdict(snapshot)
     if options.exit_after:
         doc = summary_json(snapshot, problems, endpoints, duration=options.duration)
