@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 __all__ = [
     "Child",
@@ -39,6 +40,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class DemoSetupError(Exception):
@@ -181,17 +183,20 @@ class Supervisor:
     def stop_all(self) -> dict[str, int | None]:
         """Stop every child, newest first; returns each one's exit status."""
         statuses: dict[str, int | None] = {}
-        # Ctrl-C while stopping must not leave the rest running: ignore SIGINT meanwhile.
-        previous = signal.getsignal(signal.SIGINT)
-        with contextlib.suppress(ValueError):  # not in the main thread: cannot change handlers
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A second Ctrl-C, a SIGTERM or the terminal going away while stopping must not leave
+        # the rest running: ignore them until every child is stopped.
+        previous: dict[signal.Signals, Any] = {}
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(ValueError):  # not the main thread: cannot change them
+                previous[sig] = signal.signal(sig, signal.SIG_IGN)
         try:
             while self.children:
                 child = self.children.pop()
                 statuses[child.name] = child.stop(self.stop_timeout)
         finally:
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                with contextlib.suppress(ValueError, TypeError):
+                    signal.signal(sig, handler)
         return statuses
 
     def __enter__(self) -> Supervisor:

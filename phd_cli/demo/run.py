@@ -108,6 +108,7 @@ def run_demo(options: DemoOptions, console: Console) -> int:
         err.print(f"[red]error:[/red] {exc}\n[bold]next:[/bold] {exc.hint}")
         return 2
     supervisor = Supervisor(paths.logs)
+    received: list[int] = []  # SIGTERM / SIGHUP that ended the demo
     try:
         return asyncio.run(
             _demo(
@@ -118,14 +119,16 @@ def run_demo(options: DemoOptions, console: Console) -> int:
                 supervisor=supervisor,
                 console=console,
                 err=err,
+                received=received,
             )
         )
     except DemoSetupError as exc:
         err.print(f"[red]error:[/red] {exc}\n[bold]next:[/bold] {exc.hint}")
         return 2
-    except asyncio.CancelledError:  # SIGTERM
-        err.print("stopped")
-        return 143
+    except asyncio.CancelledError:  # SIGTERM or SIGHUP (the terminal went away)
+        with contextlib.suppress(OSError):
+            err.print("stopped")
+        return 128 + (received[0] if received else signal.SIGTERM)
     finally:
         supervisor.stop_all()
         if paths.socket_dir != paths.gateway_dir:  # the short directory made for the socket
@@ -143,12 +146,21 @@ async def _demo(
     supervisor: Supervisor,
     console: Console,
     err: Console,
+    received: list[int],
 ) -> int:
     from hospital_server.pki.layout import PkiLayout
 
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def on_signal(sig: int) -> None:
+        # Unwind through every context manager (fleet, agent), then the supervisor stops
+        # the children; Ctrl-C (SIGINT) takes the same path through asyncio.run.
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     say = err.print if options.exit_after else console.print
     layout = PkiLayout(paths.pki)
 

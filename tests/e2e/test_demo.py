@@ -95,7 +95,12 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
         assert "DEMO-" not in text
 
 
-def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "status"),
+    [(signal.SIGINT, 130), (signal.SIGHUP, 129)],
+    ids=["ctrl-c", "terminal-closed"],
+)
+def test_interrupt_stops_every_child(tmp_path: Path, sig: signal.Signals, status: int) -> None:
     errors = tmp_path / "stderr.txt"
     with errors.open("wb") as err:
         proc = subprocess.Popen(
@@ -113,13 +118,13 @@ def test_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         else:
             pytest.fail("the demo did not reach the agent stage")
         assert len(processes_under(tmp_path)) >= 3  # mosquitto, server, gateway
-        proc.send_signal(signal.SIGINT)
-        status = proc.wait(60)
+        proc.send_signal(sig)
+        returned = proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert status == 130
+    assert returned == status
     assert processes_under(tmp_path) == []
 
 
