@@ -161,9 +161,16 @@ class Supervisor:
         merged = dict(os.environ)
         if env:
             merged.update(env)
+        command = list(argv)
+        setpriv = shutil.which("setpriv")
+        if setpriv is not None:
+            # Safety net for a demo killed with SIGKILL (no clean-up code runs then): the
+            # kernel sends SIGTERM to the child when this process dies. (util-linux setpriv;
+            # a preexec_fn calling prctl would be unsafe in a process with threads.)
+            command = [setpriv, "--pdeathsig", "TERM", "--", *command]
         with log_path.open("ab") as out:
             proc = subprocess.Popen(  # noqa: S603 - argv built by the demo, no shell
-                list(argv),
+                command,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,10 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A zombie still answers kill(0); it is dead for our purpose.
-    stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except FileNotFoundError:
+        return False  # reaped in between
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
@@ -99,3 +103,25 @@ def test_port_taken_and_binary_missing_say_what_to_do() -> None:
     with pytest.raises(DemoSetupError) as missing:
         require_binary("/nonexistent/mosquitto", package="mosquitto")
     assert "apt-get install mosquitto" in missing.value.hint
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    """kill -9 of the demo runs no clean-up code; the kernel still stops its children."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from phd_cli.demo.procs import Supervisor\n"
+        f"sup = Supervisor(Path({str(tmp_path)!r}))\n"
+        "child = sup.start('sleeper', [sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+        "time.sleep(0.5)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=False, timeout=30)
+    assert result.returncode == -9
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
