@@ -87,7 +87,8 @@ def _ports(options: DemoOptions) -> setup.Ports:
 
 def _phd_argv(*args: str) -> list[str]:
     # The same interpreter and installation as this process, whatever PATH says.
-    return [sys.executable, "-m", "phd_cli.main", *args]
+    # -v: INFO logs in each child's log file (ids, counts and reasons only, never values).
+    return [sys.executable, "-m", "phd_cli.main", "-v", *args]
 
 
 def run_demo(options: DemoOptions, console: Console) -> int:

@@ -9,8 +9,10 @@ leave no process behind, and print no patient data. The failure paths must say w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from phd_cli.demo.fleet import enroll_virtual
+from phd_cli.demo.procs import DemoSetupError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,6 +94,19 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
 
     # No child outlives the demo.
     assert processes_under(tmp_path) == []
+
+    # `phd demo enroll-virtual` (compose) leaves an enrolled home alone without asking the
+    # server (nothing listens on port 9), and refuses a half-enrolled one.
+    home = database.parent / "agent"
+    nowhere, no_root = "https://127.0.0.1:9", tmp_path / "none.crt"
+    again = enroll_virtual(server_url=nowhere, root=no_root, home=home, admin=("a", "b"))
+    assert asyncio.run(again) == []
+    partial = tmp_path / "partial"
+    shutil.copytree(home, partial)
+    shutil.rmtree(next((partial / "credentials").iterdir()))
+    half = enroll_virtual(server_url=nowhere, root=no_root, home=partial, admin=("a", "b"))
+    with pytest.raises(DemoSetupError, match="5 of 6"):
+        asyncio.run(half)
     # No patient data on the console (names and MRNs exist only in requests to the server).
     for text in (result.stdout, result.stderr):
         assert "Demo Patient" not in text
