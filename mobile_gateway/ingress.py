@@ -108,7 +108,8 @@ class IngressServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                header = await asyncio.wait_for(reader.readexactly(HEADER_SIZE), self._idle_timeout)
+                async with asyncio.timeout(self._idle_timeout):
+                    header = await reader.readexactly(HEADER_SIZE)
             except asyncio.IncompleteReadError as exc:
                 if exc.partial:
                     await self._reply(writer, IngressStatus.MALFORMED, "truncated_header")
@@ -119,7 +120,8 @@ class IngressServer:
                 reason = "too_large" if exc.status is IngressStatus.TOO_LARGE else "bad_length"
                 await self._reply(writer, exc.status, reason)
                 return
-            envelope = await asyncio.wait_for(reader.readexactly(length), self._idle_timeout)
+            async with asyncio.timeout(self._idle_timeout):
+                envelope = await reader.readexactly(length)
             # Shielded: once we started storing, a cancelled handler (shutdown) must not leave
             # the agent without an answer for an envelope that did get committed.
             status, reason = await asyncio.shield(self._store(envelope))

@@ -117,7 +117,8 @@ class MqttConnection:
         loop = asyncio.get_running_loop()
         conn = cls(settings, loop)
         try:
-            await asyncio.wait_for(conn._open(), settings.connect_timeout)
+            async with asyncio.timeout(settings.connect_timeout):
+                await conn._open()
         except TimeoutError as exc:
             await conn.close()
             raise MqttError("connect_timeout") from exc

@@ -188,8 +188,11 @@ class Uplink:
             await self._move("stop")
 
     async def _sleep(self, seconds: float) -> None:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+        # races with the inner wait finishing, which would hang shutdown.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _session(self, conn: MqttConnection) -> str:
         tasks: set[asyncio.Task[Any]] = {
@@ -236,7 +239,8 @@ class Uplink:
                 if due is not None:
                     wait = max(0.0, min(wait, due - time.time()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
                 continue
             wire, record = batch
             self._outstanding[wire.id] = record
@@ -251,11 +255,25 @@ class Uplink:
 
     async def _claim(self) -> tuple[UplinkBatch, _Batch] | None:
         batch_id = UplinkBatch.new([b"\x00"]).id  # a fresh random 16-byte id
-        claimed = await self._outbox.claim(
-            batch_id=batch_id.hex(),
-            max_count=self._s.batch_max_count,
-            max_bytes=self._s.batch_max_bytes,
+        claim = asyncio.ensure_future(
+            self._outbox.claim(
+                batch_id=batch_id.hex(),
+                max_count=self._s.batch_max_count,
+                max_bytes=self._s.batch_max_bytes,
+            )
         )
+        try:
+            claimed = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            # The session ended while the worker thread was marking entries in flight: the
+            # claim still commits, so put those entries back, or they would sit in flight
+            # until the next restart.
+            with contextlib.suppress(OutboxError):
+                orphans = await claim
+                await self._outbox.settle(
+                    Settlement(entry_id=e.entry_id, event=EntryEvent.TIMEOUT) for e in orphans
+                )
+            raise
         if not claimed:
             return None
         wire = UplinkBatch(id=batch_id, envelopes=tuple(e.envelope for e in claimed))

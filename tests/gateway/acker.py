@@ -46,6 +46,7 @@ class Acker:
         self.content_types: set[str | None] = set()
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.errors: list[str] = []
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -61,7 +62,8 @@ class Acker:
         while True:  # reconnect across broker restarts
             try:
                 conn = await MqttConnection.connect(self.settings)
-            except Exception:  # noqa: BLE001  # broker down: retry shortly
+            except Exception as exc:  # noqa: BLE001  # broker down: retry shortly
+                self.errors.append(repr(exc))
                 await asyncio.sleep(0.2)
                 continue
             try:
@@ -75,7 +77,8 @@ class Acker:
                         get.cancel()
                         break
                     await self._answer(conn, get.result())
-            except Exception:  # noqa: BLE001  # link lost mid-answer: reconnect
+            except Exception as exc:  # noqa: BLE001  # link lost mid-answer: reconnect
+                self.errors.append(repr(exc))
                 await asyncio.sleep(0.1)
             finally:
                 await conn.close()
