@@ -120,15 +120,24 @@ def new_run_dir(base: Path, pki: Path) -> DemoPaths:
 def prepare_pki(paths: DemoPaths) -> bool:
     """Create or complete the dev PKI and the demo gateway's certificate; True if created."""
     from hospital_server.pki.ca import generate_crls, init_pki, issue_gateway
+    from hospital_server.pki.errors import PkiError
     from hospital_server.pki.layout import PkiLayout
 
     layout = PkiLayout(paths.pki)
     created = not layout.root_ca_cert.exists()
-    init_pki(layout)
-    if not layout.gateway_cert(GATEWAY_ID).exists():
-        issue_gateway(layout, GATEWAY_ID)
-    # Fresh CRLs every run: the broker refuses every client when its CRL is out of date.
-    generate_crls(layout)
+    try:
+        init_pki(layout)
+        if not layout.gateway_cert(GATEWAY_ID).exists():
+            issue_gateway(layout, GATEWAY_ID)
+        # Fresh CRLs every run: the broker refuses every client when its CRL is out of date.
+        generate_crls(layout)
+    except PkiError as exc:
+        # e.g. CA keys under a passphrase, or the root key kept offline: not a dev PKI.
+        raise DemoSetupError(
+            f"the PKI in {paths.pki} cannot be used by the demo ({exc})",
+            "the demo needs a dev PKI whose CA keys it can use: pass --pki with a new "
+            "directory and it creates one",
+        ) from exc
     return created
 
 
