@@ -22,6 +22,19 @@ if TYPE_CHECKING:
     from device_agent.ble import BleBackends
 
 
+# How long a session waits for the next value. A PHD sends the values of one session about a
+# second apart at most (one per device-clock second; the virtual PHDs pace themselves the
+# same way), so 2.5 s ends a session soon after its last value and never between two.
+SESSION_IDLE = 2.5
+
+
+def _idle(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 600.0:
+        raise argparse.ArgumentTypeError("must be between 0.1 and 600 seconds")
+    return value
+
+
 def default_home() -> Path:
     env = os.environ.get("PHD_AGENT_HOME")
     return Path(env) if env else Path.home() / ".local" / "share" / "phd-agent"
@@ -83,6 +96,13 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--poll", type=float, default=30.0, help="seconds between sessions")
     run.add_argument("--batch-max", type=int, default=64, help="readings per envelope")
     run.add_argument(
+        "--session-idle",
+        type=_idle,
+        default=SESSION_IDLE,
+        help="end a session after this many seconds without a value (default %(default)s; "
+        "must exceed the PHDs' gap between two values)",
+    )
+    run.add_argument(
         "--allow-unencrypted",
         action="store_true",
         help="accept PHDs that cannot pair (readings are flagged); off by default",
@@ -106,11 +126,12 @@ async def _backends(args: argparse.Namespace) -> AsyncIterator[BleBackends]:
     from device_agent.virtual.radio import VirtualRadio
 
     radio = VirtualRadio()
+    # Live values at the devices' default pacing (LIVE_INTERVAL: one per device-clock
+    # second at most, as a real PHD), the same as `phd demo`.
     fleet = await start_fleet(
         radio,
         seed=args.virtual_seed,
         live_count=3,
-        interval=0.2,
         glucose_records=args.virtual_records,
         record_interval=args.virtual_record_interval,
     )
@@ -205,6 +226,7 @@ def _run(args: argparse.Namespace) -> int:
         policy=SecurityPolicy(require_encryption=not args.allow_unencrypted),
         poll_interval=args.poll,
         batch_max=args.batch_max,
+        session_idle=args.session_idle,
     )
 
     async def go() -> int:

@@ -43,6 +43,7 @@ from device_agent.virtual.firmware import Sample
 from device_agent.virtual.radio import VirtualRadio, alive
 
 __all__ = [
+    "LIVE_INTERVAL",
     "BloodPressureMonitor",
     "Faults",
     "GlucoseMeter",
@@ -58,6 +59,16 @@ logger = logging.getLogger(__name__)
 
 P = Characteristic.Properties
 A = att.Attribute.Permissions
+
+# Live measurements are at least this far apart by default, and (at any interval of one second
+# or more) never two stamped within the same device-clock second: Bluetooth time stamps have
+# one-second resolution (GSS "Date Time"), a real PHD never takes two measurements in one
+# second, and two equal values with the same stamp are, by content id, the same reading (the
+# hospital would store them once). Intervals below a second are a test-only acceleration. An
+# agent reading these devices needs a session idle timeout well above this (phd_cli.cmd_agent
+# SESSION_IDLE), or its sessions end between two values.
+LIVE_INTERVAL = 1.0
+_CLOCK_SET_BACK = 3.0  # seconds: a device clock moved back further than this was set
 
 # Records stored on a virtual glucose meter are timestamped from this device-clock epoch, so
 # that the same seed yields byte-identical records in every process.
@@ -117,7 +128,7 @@ class VirtualPhd:
         seed: int = 1,
         faults: Faults | None = None,
         live_count: int = 3,
-        interval: float = 0.05,
+        interval: float = LIVE_INTERVAL,
     ) -> None:
         self.radio = radio
         self.address = address or radio.next_address()
@@ -133,6 +144,7 @@ class VirtualPhd:
         self.sent_total = 0
         self._measurements_made = 0
         self._live: Characteristic[bytes] | None = None
+        self._last_stamp: datetime | None = None  # device-clock second of the last live value
 
     # ------------------------------------------------------------------ clock
     def now(self) -> datetime:
@@ -341,8 +353,28 @@ class VirtualPhd:
         assert self._live is not None
         for _ in range(self.live_count):
             await asyncio.sleep(self.interval)
-            if not await self.send(link, self._live, self.maybe_malformed(self.measure())):
+            await self._next_device_second()
+            value = self.maybe_malformed(self.measure())
+            # Taken after measuring: if the second turned meanwhile, the next value waits one
+            # second more than needed, never less.
+            self._last_stamp = self.now().replace(microsecond=0)
+            if not await self.send(link, self._live, value):
                 return
+
+    async def _next_device_second(self) -> None:
+        """Wait until the device clock shows a later whole second than the last live value.
+
+        Only at realistic pacing (``interval`` of a second or more). A clock the agent set
+        backwards (Current Time Service) by more than a few seconds starts afresh: its new
+        stamps cannot meet the old ones.
+        """
+        if self.interval < LIVE_INTERVAL or self._last_stamp is None:
+            return
+        next_second = self._last_stamp + timedelta(seconds=1)
+        while (now := self.now()) < next_second:
+            if now < self._last_stamp - timedelta(seconds=_CLOCK_SET_BACK):
+                return
+            await asyncio.sleep((next_second - now).total_seconds() + 0.001)
 
     def measure(self) -> bytes:
         raise NotImplementedError
@@ -528,7 +560,7 @@ class GlucoseMeter(VirtualPhd):
         seed: int = 1,
         faults: Faults | None = None,
         live_count: int = 3,
-        interval: float = 0.05,
+        interval: float = LIVE_INTERVAL,
         records: int = 20,
         record_interval: float = 0.0,
     ) -> None:
@@ -677,7 +709,7 @@ async def start_fleet(
     seed: int = 1,
     faults: dict[str, Faults] | None = None,
     live_count: int = 3,
-    interval: float = 0.05,
+    interval: float = LIVE_INTERVAL,
     glucose_records: int = 20,
     record_interval: float = 0.0,
 ) -> list[VirtualPhd]:

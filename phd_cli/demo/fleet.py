@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from phd_cli.cmd_agent import SESSION_IDLE
 from phd_cli.demo.procs import DemoSetupError
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ __all__ = [
 ]
 
 LIVE_COUNT = 3  # live measurements per session per device (as `phd agent run --virtual`)
-# Over one second apart: PHD clocks stamp whole seconds, and two equal values with the same
-# stamp are, by content id, the same reading (the hospital stores it once).
-LIVE_INTERVAL = 1.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +76,9 @@ async def virtual_fleet(*, seed: int = 1, glucose_records: int = 20) -> AsyncIte
     phds = await start_fleet(
         radio,
         seed=seed,
+        # The devices' default pacing (phds.LIVE_INTERVAL): never two stamped values in one
+        # device-clock second, exactly as `phd agent run --virtual`.
         live_count=LIVE_COUNT,
-        interval=LIVE_INTERVAL,
         glucose_records=glucose_records,
     )
     client, scanner = bleak_backends(radio)
@@ -166,7 +165,7 @@ def make_agent(fleet: Fleet, *, agent_home: Path, gateway_socket: Path, poll: fl
         gateway_socket=gateway_socket,
         policy=SecurityPolicy(),
         poll_interval=poll,
-        session_idle=2.5,  # longer than LIVE_INTERVAL, or a session ends between values
+        session_idle=SESSION_IDLE,  # the agent CLI's default, above the devices' pacing
         handoff_interval=0.5,
     )
     return Agent(config, fleet.backends)
