@@ -4,7 +4,10 @@ The associated data binds ``table``, ``column``, ``row id`` and ``patient id``, 
 ciphertext copied to another row, another column or another patient's record fails to open
 (:class:`FieldDecryptError`), as does any bit flip. The blob is ``version(1) || nonce || ct ||
 tag`` so the format can evolve. Also here: :class:`PatientKeys`, which creates, wraps, stores
-and unwraps per-patient data keys through a :class:`~hospital_server.keys.KeyProvider`.
+and unwraps per-patient data keys through a :class:`~hospital_server.keys.KeyProvider`, and
+:func:`content_mac`, the keyed form of an observation's content id that the database stores
+for idempotence (the raw content id is a hash of the reading and would let anyone holding the
+database recover values by hashing every plausible one).
 
 Never log plaintext or keys; error messages name the table and column only.
 """
@@ -22,11 +25,13 @@ from hospital_server.keys import (
     new_data_key,
 )
 from hospital_server.models import PatientKey, utcnow
-from phd_protocol.crypto import CryptoError, aead_decrypt, aead_encrypt
+from phd_protocol.crypto import CryptoError, aead_decrypt, aead_encrypt, hmac_sha256
 
 __all__ = [
     "FieldDecryptError",
     "PatientKeys",
+    "content_mac",
+    "content_mac_key",
     "decrypt_field",
     "decrypt_text",
     "encrypt_field",
@@ -36,6 +41,8 @@ __all__ = [
 
 _VERSION = b"\x01"
 _LABEL = b"phd-field-v1"
+_CONTENT_KEY_LABEL = b"phd-obs-content-key-v1"
+_CONTENT_MAC_LABEL = b"phd-obs-content-mac-v1\x00"
 
 
 class FieldDecryptError(Exception):
@@ -82,6 +89,30 @@ def decrypt_text(
     return decrypt_field(
         key, blob, table=table, column=column, row_id=row_id, patient_id=patient_id
     ).decode()
+
+
+def content_mac_key(data_key: bytes) -> bytes:
+    """The patient's content-MAC key, derived from the patient's own data key.
+
+    Per patient rather than one global key: crypto-shredding a patient (deleting the wrapped
+    data key) then also destroys the means to test guesses against that patient's stored
+    MACs, even for someone holding the database *and* the key file. A KEK rotation does not
+    change it (the data key stays the same), so idempotence survives rotation.
+    """
+    return hmac_sha256(data_key, _CONTENT_KEY_LABEL)
+
+
+def content_mac(mac_key: bytes, *, device_id: str, content_id: str) -> str:
+    """HMAC-SHA256 of (device id, content id) under :func:`content_mac_key`, 64 hex digits.
+
+    Equal for the same reading of the same device (so the unique (device, MAC) constraint
+    keeps a re-downloaded reading once), and useless without the key: a stolen database
+    cannot be searched by hashing candidate values, unlike the raw content id.
+    """
+    if "\x00" in device_id:
+        raise ValueError("device id must not contain NUL")
+    message = _CONTENT_MAC_LABEL + device_id.encode() + b"\x00" + content_id.encode()
+    return hmac_sha256(mac_key, message).hex()
 
 
 def _wrap_context(patient_id: str) -> bytes:

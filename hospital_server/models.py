@@ -1,12 +1,14 @@
 """Database tables (SQLModel) and the API's ``*Create`` / ``*Public`` schemas.
 
 Storage rule (DESIGN.md section 5): plaintext columns are only what queries need: surrogate
-ids, codes, states and times. Everything clinical or identifying (names, MRN, date of birth,
-contact, device serials and information, observation values, raw device bytes) lives in a
-``*_ct`` column sealed by :mod:`hospital_server.fieldcrypt` with the patient's data key and
-associated data binding table, column, row and patient. MRN lookups use ``mrn_index``, a keyed
-blind index. ``*Public`` models are what the API returns; they never include a ``*_ct`` column
-or a hash, so a response schema cannot leak one by accident.
+ids, codes, states, times and keyed hashes. Everything clinical or identifying (names, MRN,
+date of birth, contact, device serials and information, observation values, raw device bytes)
+lives in a ``*_ct`` column sealed by :mod:`hospital_server.fieldcrypt` with the patient's data
+key and associated data binding table, column, row and patient. MRN lookups use
+``mrn_index``, a keyed blind index; observation idempotence uses ``observation.content_id``, a
+keyed MAC of the reading's content id (never the content id itself, an unkeyed hash of the
+value). ``*Public`` models are what the API returns; they never include a ``*_ct`` column or a
+hash, so a response schema cannot leak one by accident.
 
 Timestamps are stored as UTC and read back timezone-aware on both backends (:class:`UTCDateTime`).
 """
@@ -315,7 +317,11 @@ class Observation(SQLModel, table=True):
     patient_id: str = Field(foreign_key="patient.id", max_length=36)
     device_id: str = Field(foreign_key="device.id", max_length=36)
     envelope_id: str = Field(foreign_key="ingested_envelope.id", max_length=36, index=True)
-    content_id: str = Field(max_length=128)
+    # NOT the observation's content id (a plain hash of device, type, value, unit, time and
+    # flags: a stolen database would give values away to anyone hashing every plausible one)
+    # but its keyed MAC, hospital_server.fieldcrypt.content_mac, under a key derived from the
+    # patient's data key. Unique per device: a re-downloaded reading is stored once.
+    content_id: str = Field(max_length=64)
     mdc_code: int
     # ok | implausible (outside plausibility range) | special (NaN, NRes, INF, reserved)
     quality: str = Field(max_length=16)

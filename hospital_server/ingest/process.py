@@ -24,7 +24,8 @@ Checks, in order, each refusal mapped to one public reason (DESIGN.md section 7)
     6  observations do not parse (phd_protocol.observation) malformed
     7  (credential, seq) already stored: same signed bytes -> duplicate; different -> replay
 
-Accepted observations are stored once per (device, content id): a re-downloaded reading under
+Accepted observations are stored once per (device, content MAC) (the keyed form of the content
+id, :func:`hospital_server.fieldcrypt.content_mac`): a re-downloaded reading under
 a new seq adds nothing (the envelope is still recorded, so its seq is consumed). Values outside
 plausibility ranges are stored with quality ``implausible``; special values as ``special``.
 
@@ -54,7 +55,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from hospital_server import audit
 from hospital_server.db import READ_ONLY, IntegrityError, is_transient
-from hospital_server.fieldcrypt import PatientKeys, encrypt_field
+from hospital_server.fieldcrypt import PatientKeys, content_mac, content_mac_key, encrypt_field
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest import plausibility
 from hospital_server.metrics import ServerMetrics
@@ -377,8 +378,10 @@ class Ingestor:
         }
         rows: list[dict[str, Any]] = []
         ids: list[str] = []
+        mac_key = content_mac_key(dek)
         for obs in parsed:
             row_id = new_id()
+            mac = content_mac(mac_key, device_id=cred.device_id, content_id=obs.id)
             value = json.dumps(obs.to_wire(), default=_json_default, separators=(",", ":"))
             rows.append(
                 {
@@ -386,7 +389,7 @@ class Ingestor:
                     "patient_id": cred.patient_id,
                     "device_id": cred.device_id,
                     "envelope_id": envelope_id,
-                    "content_id": obs.id,
+                    "content_id": mac,  # keyed: the raw content id would reveal the value
                     "mdc_code": obs.mdc_code,
                     "quality": plausibility.quality(obs),
                     "measured_at": obs.time,
@@ -401,7 +404,7 @@ class Ingestor:
                     ),
                 }
             )
-            ids.append(obs.id)
+            ids.append(mac)
         return _Accepted(
             index=index,
             envelope=envelope,

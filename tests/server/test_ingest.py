@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, text
 from sqlmodel import col, select
 
-from hospital_server.db import make_engine, make_session_factory
+from hospital_server.db import IntegrityError, make_engine, make_session_factory
 from hospital_server.devices import revoke_device
-from hospital_server.fieldcrypt import decrypt_field
+from hospital_server.fieldcrypt import content_mac, content_mac_key, decrypt_field
 from hospital_server.gateways import revoke_gateway
 from hospital_server.ingest.process import process_envelope
 from hospital_server.models import (
@@ -98,7 +98,9 @@ def test_envelope_is_stored_encrypted_and_readable_with_the_patient_key(world: W
         )
     )
     assert [c["value"] for c in value["components"]] == ["128", "82"]
-    assert value["id"] == obs.content_id
+    assert obs.content_id == content_mac(
+        content_mac_key(key), device_id=device.device_id, content_id=value["id"]
+    )
     # A value ciphertext moved to another row does not decrypt.
     with pytest.raises(Exception, match="does not decrypt"):
         decrypt_field(
@@ -149,6 +151,44 @@ def test_re_downloaded_reading_with_a_new_seq_is_stored_once(world: World) -> No
     assert _one(world, world.seal(device, [reading])).status is AckStatus.DUPLICATE
     assert _count(world, IngestedEnvelope) == 3  # every seq is consumed
     assert _count(world, Observation) == 2
+
+
+def test_stored_content_key_is_keyed_so_values_cannot_be_recovered_by_hashing(
+    world: World,
+) -> None:
+    device = world.enroll(mrn="M-11")
+    other = world.enroll(mrn="M-12")
+    reading = bp(device, "141", "87")
+    assert _one(world, world.seal(device, [reading])).status is AckStatus.STORED
+    assert _one(world, world.seal(other, [bp(other, "141", "87")])).status is AckStatus.STORED
+    with world.ctx.sessions() as s:
+        stored = s.exec(select(Observation).where(Observation.device_id == device.device_id)).one()
+        theirs = s.exec(select(Observation).where(Observation.device_id == other.device_id)).one()
+        key = world.ctx.keys.get(s, device.patient_id)
+    # The attack on a stolen database: hash every plausible blood pressure for this device
+    # and time, and look the stored column up. It works on raw content ids...
+    guesses = {
+        bp(device, str(sys_), str(dia))["id"]: (sys_, dia)
+        for sys_ in range(80, 200)
+        for dia in range(50, 120)
+    }
+    assert guesses[reading["id"]] == (141, 87)
+    # ...and finds nothing in what is stored: a MAC under a key the database does not hold.
+    assert stored.content_id not in guesses
+    assert reading["id"] not in stored.content_id
+    assert len(stored.content_id) == 64
+    assert stored.content_id == content_mac(
+        content_mac_key(key), device_id=device.device_id, content_id=reading["id"]
+    )
+    assert theirs.content_id != stored.content_id  # per-patient key: no linking across patients
+    # Idempotence still holds on the keyed column: the same reading re-sent under a new seq
+    # (a re-download) is not stored again, and the database constraint refuses a copy.
+    assert _one(world, world.seal(device, [reading])).status is AckStatus.DUPLICATE
+    assert _count(world, Observation) == 2
+    with world.ctx.sessions() as s:
+        s.add(Observation(**{**stored.model_dump(), "id": "00000000-0000-4000-8000-00000000000a"}))
+        with pytest.raises(IntegrityError):
+            s.commit()
 
 
 def test_batch_with_the_same_envelope_twice(world: World) -> None:

@@ -217,7 +217,7 @@ def upgrade() -> None:
         sa.Column("patient_id", AutoString(length=36), nullable=False),
         sa.Column("device_id", AutoString(length=36), nullable=False),
         sa.Column("envelope_id", AutoString(length=36), nullable=False),
-        sa.Column("content_id", AutoString(length=128), nullable=False),
+        sa.Column("content_id", AutoString(length=64), nullable=False),
         sa.Column("mdc_code", sa.Integer(), nullable=False),
         sa.Column("quality", AutoString(length=16), nullable=False),
         sa.Column("measured_at", UTCDateTime(timezone=True), nullable=True),
