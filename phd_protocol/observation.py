@@ -468,6 +468,7 @@ def _component_to_wire(component: Component) -> dict[str, Any]:
 _REQUIRED = ("id", "mdc_code", "value", "unit", "unit_mdc", "time", "time_source")
 _OPTIONAL = ("loinc", "device_time", "clock_corrected", "flags", "components", "char")
 _COMPONENT_KEYS = frozenset({"mdc_code", "value", "loinc"})
+_KNOWN_KEYS = frozenset(_REQUIRED + _OPTIONAL)
 
 
 def _wire_number(raw: object, key: str) -> MedicalNumber:
@@ -506,21 +507,30 @@ def _wire_int(raw: object, key: str) -> int:
     return raw
 
 
+_TIME_SOURCES = {"device": TimeSource.DEVICE, "agent": TimeSource.AGENT}
+_UNIT_MDC_LOW, _UNIT_MDC_HIGH = 4 << 16, (4 << 16) | 0xFFFF
+
+
 def _from_wire(wire: object) -> Observation:
+    """Strict parse. Every rule of ``Observation.__post_init__`` is checked here exactly once
+    and the instance is then built without re-running the constructor (the hospital ingests
+    every reading through this: checking each field twice cost a third of its time).
+    tests/protocol/test_observation.py checks that whatever it accepts the constructor accepts."""
     if not isinstance(wire, Mapping):
         raise ParseError("observation: expected a map")
     keys = set(wire)
     missing = [k for k in _REQUIRED if k not in keys]
     if missing:
         raise ParseError(f"observation: missing key(s) {', '.join(missing)}")
-    unknown = keys - set(_REQUIRED) - set(_OPTIONAL)
+    unknown = keys - _KNOWN_KEYS
     if unknown:
         names = sorted(k if isinstance(k, str) else "<non-string>" for k in unknown)
         raise ParseError(f"observation: unknown key(s) {', '.join(n[:32] for n in names)}")
 
     value = None if wire["value"] is None else _wire_number(wire["value"], "value")
     time_source_raw = wire["time_source"]
-    if time_source_raw not in ("device", "agent"):
+    time_source = _TIME_SOURCES.get(time_source_raw) if isinstance(time_source_raw, str) else None
+    if time_source is None:
         raise ParseError("observation: time_source must be 'device' or 'agent'")
     for key in ("id", "unit"):
         if not isinstance(wire[key], str):
@@ -535,58 +545,73 @@ def _from_wire(wire: object) -> Observation:
         if (
             not isinstance(raw, Mapping)
             or not set(raw) <= _COMPONENT_KEYS
-            or not ({"mdc_code", "value"} <= set(raw))
+            or "mdc_code" not in raw
+            or "value" not in raw
         ):
             raise ParseError(f"observation: {where} must be a map of mdc_code, value, loinc")
         loinc = raw.get("loinc")
         if loinc is not None and not isinstance(loinc, str):
             raise ParseError(f"observation: {where}.loinc must be a string")
+        code = _wire_int(raw["mdc_code"], f"{where}.mdc_code")
+        number = _wire_number(raw["value"], f"{where}.value")  # finite Decimal or special
         try:
-            components.append(
-                Component(
-                    mdc_code=_wire_int(raw["mdc_code"], f"{where}.mdc_code"),
-                    value=_wire_number(raw["value"], f"{where}.value"),
-                    loinc=loinc,
-                )
-            )
+            _check_code(code, "component mdc_code")
+            _check_loinc(loinc, "component loinc")
         except ValueError as exc:
             raise ParseError(f"observation: {where}: {exc}") from None
+        components.append(_trusted_component(code, number, loinc))
 
     flags_raw = wire.get("flags", [])
     if not isinstance(flags_raw, list) or not all(isinstance(f, str) for f in flags_raw):
         raise ParseError("observation: flags must be a list of strings")
-    if len(set(flags_raw)) != len(flags_raw):
+    flags = frozenset(flags_raw)
+    if len(flags) != len(flags_raw):
         raise ParseError("observation: flags must not repeat")
     char_raw = wire.get("char")
     char: int | None = None
     if char_raw is not None:
         if not isinstance(char_raw, str) or not _CHAR_RE.fullmatch(char_raw):
             raise ParseError("observation: char must be four uppercase hex digits")
-        char = int(char_raw, 16)
+        char = int(char_raw, 16)  # four hex digits: always within 0..0xFFFF
     clock_corrected = wire.get("clock_corrected", False)
     if not isinstance(clock_corrected, bool):
         raise ParseError("observation: clock_corrected must be a boolean")
     loinc = wire.get("loinc")
     if loinc is not None and not isinstance(loinc, str):
         raise ParseError("observation: loinc must be a string")
+    mdc_code = _wire_int(wire["mdc_code"], "mdc_code")
+    unit_mdc = _wire_int(wire["unit_mdc"], "unit_mdc")
+    time = _wire_time(wire["time"], "time")
+    device_time = _wire_time(wire.get("device_time"), "device_time")
     try:
-        return Observation(
-            id=wire["id"],
-            mdc_code=_wire_int(wire["mdc_code"], "mdc_code"),
-            value=value,
-            unit=wire["unit"],
-            unit_mdc=_wire_int(wire["unit_mdc"], "unit_mdc"),
-            time=_wire_time(wire["time"], "time"),
-            time_source=TimeSource(time_source_raw),
-            loinc=loinc,
-            components=tuple(components),
-            device_time=_wire_time(wire.get("device_time"), "device_time"),
-            clock_corrected=clock_corrected,
-            flags=frozenset(flags_raw),
-            char=char,
-        )
-    except ParseError:
-        raise
+        # The rules of Observation.__post_init__, in its order, with its messages.
+        _check_text(wire["id"], _ID_RE, "id must be 32 lowercase hex digits")
+        _check_code(mdc_code, "mdc_code")
+        if value is None and not components:
+            raise ValueError("an observation without components needs a value")
+        _check_text(wire["unit"], _UCUM_RE, "unit must be a UCUM code (1-32 printable ASCII)")
+        if not _UNIT_MDC_LOW <= unit_mdc <= _UNIT_MDC_HIGH:
+            raise ValueError("unit_mdc must be an MDC dimension code (partition 4)")
+        _check_loinc(loinc, "loinc")
+        if clock_corrected and device_time is None:
+            raise ValueError("a clock-corrected observation must keep its device_time")
+        if not _flags_ok(flags):
+            _check_flags(flags)  # raises with the constructor's own message
     except ValueError as exc:
-        # Constructor messages name the field and the rule, never the value.
+        # Messages name the field and the rule, never the value.
         raise ParseError(f"observation: {exc}") from None
+    obs = object.__new__(Observation)
+    _set(obs, "id", wire["id"])
+    _set(obs, "mdc_code", mdc_code)
+    _set(obs, "value", value)
+    _set(obs, "unit", wire["unit"])
+    _set(obs, "unit_mdc", unit_mdc)
+    _set(obs, "time", None if time is None else time.astimezone(UTC))
+    _set(obs, "time_source", time_source)
+    _set(obs, "loinc", loinc)
+    _set(obs, "components", tuple(components))
+    _set(obs, "device_time", None if device_time is None else device_time.astimezone(UTC))
+    _set(obs, "clock_corrected", clock_corrected)
+    _set(obs, "flags", flags)
+    _set(obs, "char", char)
+    return obs

@@ -9,6 +9,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phd_protocol import gatt, mdc
 from phd_protocol.errors import ParseError
@@ -283,6 +285,75 @@ def test_from_wire_is_strict(mutate: Any, message: str) -> None:
     mutate(wire)
     with pytest.raises(ParseError, match=message.replace("[", r"\[").replace("]", r"\]")):
         Observation.from_wire(wire)
+
+
+_ODD_VALUES: st.SearchStrategy[Any] = st.sampled_from(
+    [
+        None,
+        True,
+        0,
+        -1,
+        1 << 40,
+        "",
+        "x",
+        "NaN",
+        "2A35",
+        "2026-11-23T08:00:00Z",
+        "2026-11-23T08:00:00",
+        "8867-4",
+        "Bad Flag",
+        Decimal("1.5"),
+        Decimal("NaN"),
+        1.5,
+        [],
+        ["user:1"],
+        ["a", "a"],
+        ["A"],
+        [{"mdc_code": 150021, "value": Decimal(1)}],
+        [{"mdc_code": 0, "value": Decimal(1)}],
+        [{"mdc_code": 150021, "value": 1.5}],
+        [{"mdc_code": 150021, "value": Decimal(1), "loinc": "x"}],
+        {},
+        266016,
+        2720,
+        "0" * 32,
+        "f" * 33,
+    ]
+)
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "mdc_code",
+                "value",
+                "unit",
+                "unit_mdc",
+                "time",
+                "time_source",
+                "loinc",
+                "device_time",
+                "clock_corrected",
+                "flags",
+                "components",
+                "char",
+            ]
+        ),
+        _ODD_VALUES,
+        max_size=3,
+    )
+)
+def test_from_wire_accepts_nothing_the_constructor_refuses(changes: dict[str, Any]) -> None:
+    # from_wire checks every constructor rule once and then skips the constructor (speed):
+    # whatever it accepts must pass the constructor's own checks unchanged.
+    wire = {**_good_wire(), **changes}
+    try:
+        obs = Observation.from_wire(wire)
+    except ParseError:
+        return
+    assert Observation(**_fields(obs)) == obs
 
 
 @pytest.mark.parametrize("junk", [None, [], "obs", 42, {1: 2}])
