@@ -1,10 +1,16 @@
 """``phd bench envelope``: the cost of sealing and of opening + verifying one envelope.
 
-Measured in one run, interleaved, on a 10-observation batch (blood pressure with three
-components and glucose readings, ten raw characteristic values):
+Measured in one run, interleaved, on realistic 10-observation batches: three Blood Pressure
+measurements (systolic/diastolic/mean compound plus pulse rate, user flag) and four Glucose
+measurements, each encoded as the device sends it, decoded by ``phd_protocol.gatt`` and turned
+into observation wire dicts exactly as the agent's sealer does, with the seven original
+characteristic values as raw records. The timed loops rotate through many distinct batches
+and envelopes (distinct ids, times, values, seqs), so no memo table makes a repeated input
+look faster than real traffic would. Figures:
 
 - raw primitives: one HPKE open plus one signature verify, the floor no envelope format can
-  go below (keys loaded once, as the server caches them);
+  go below, with the same loaded key objects the real path reuses (the ring's X25519 key, the
+  credential record's public key);
 - open + verify: framing, HPKE, COSE, credential lookup, signature, payload header, standing,
   skew and replay checks; the figure the 1.3x target applies to;
 - open + verify + parsed sections: the same plus parsing the observation and raw sections, as
@@ -17,6 +23,7 @@ shared machine); envelopes/s per core is its reciprocal. Both device key types a
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -29,47 +36,77 @@ PART = "envelope"
 SEAL_TARGET_US = 300.0
 RATIO_TARGET = 1.3
 DEVICE_ID = "0b6f7a52-3c1d-4e8f-9a0b-1c2d3e4f5a6b"
+BATCHES = 256  # distinct batches rotated through by every timed loop
 
 
-def sample_batch() -> list[dict[str, Any]]:
-    """Ten observation wire dicts shaped like ``Observation.to_wire()``."""
-    out: list[dict[str, Any]] = []
-    for i in range(10):
-        if i % 2:
-            out.append(
-                {
-                    "id": f"{i:032x}",
-                    "mdc_code": 150020,
-                    "value": None,
-                    "unit": "mm[Hg]",
-                    "unit_mdc": 266016,
-                    "time": f"2026-01-15T09:2{i}:00Z",
-                    "time_source": "device",
-                    "loinc": "85354-9",
-                    "device_time": f"2026-01-15T09:1{i}:00Z",
-                    "clock_corrected": True,
-                    "components": [
-                        {"mdc_code": 150021, "value": Decimal("120.5"), "loinc": "8480-6"},
-                        {"mdc_code": 150022, "value": Decimal("80"), "loinc": "8462-4"},
-                        {"mdc_code": 150023, "value": Decimal("93.5"), "loinc": "8478-0"},
-                    ],
-                    "char": "2A35",
-                }
-            )
-        else:
-            out.append(
-                {
-                    "id": f"{i + 1000:032x}",
-                    "mdc_code": 160184,
-                    "value": Decimal("5.4"),
-                    "unit": "mmol/L",
-                    "unit_mdc": 264274,
-                    "time": f"2026-01-15T08:0{i}:00Z",
-                    "time_source": "device",
-                    "char": "2A18",
-                }
-            )
-    return out
+def sample_readings(index: int) -> list[tuple[int, bytes]]:
+    """(characteristic UUID, value bytes) of the seven readings of batch ``index``."""
+    from phd_protocol.gatt import (
+        BloodPressureMeasurement,
+        BloodPressureStatus,
+        DateTime,
+        GlucoseMeasurement,
+        GlucoseSampleLocation,
+        GlucoseType,
+    )
+
+    readings: list[tuple[int, bytes]] = []
+    for r in range(3):
+        i = index * 7 + r
+        measurement = BloodPressureMeasurement(
+            systolic=Decimal(100 + i % 60) + Decimal(i % 10) / 10,
+            diastolic=Decimal(60 + i % 30),
+            mean_arterial_pressure=Decimal(75 + i % 25),
+            timestamp=DateTime(
+                year=2026,
+                month=1 + index % 12,
+                day=1 + i % 28,
+                hours=i % 24,
+                minutes=index % 60,
+                seconds=r,
+            ),
+            pulse_rate=Decimal(55 + i % 40),
+            user_id=1,
+            status=BloodPressureStatus(0),
+        )
+        readings.append((0x2A35, measurement.encode()))
+    for r in range(4):
+        i = index * 7 + r
+        glucose = GlucoseMeasurement(
+            sequence_number=i % 65536,
+            base_time=DateTime(
+                year=2026,
+                month=1 + index % 12,
+                day=1 + i % 28,
+                hours=i % 24,
+                minutes=index % 60,
+                seconds=10 + r,
+            ),
+            time_offset=0,
+            concentration=Decimal(70 + i % 120).scaleb(-5),
+            type=GlucoseType.CAPILLARY_PLASMA,
+            sample_location=GlucoseSampleLocation.FINGER,
+        )
+        readings.append((0x2A18, glucose.encode()))
+    return readings
+
+
+def sample_batch(
+    index: int = 0, *, received_ms: int = 1_768_469_400_000
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The observation wire dicts and raw records of batch ``index``, as the agent seals them."""
+    from phd_protocol import gatt
+    from phd_protocol.envelope import RawRecord
+
+    received_at = datetime.fromtimestamp(received_ms / 1000, UTC)
+    wire: list[dict[str, Any]] = []
+    raw: list[Any] = []
+    for uuid, data in sample_readings(index):
+        value = gatt.decode(uuid, data)
+        observations = gatt.to_observations(value, device=DEVICE_ID, received_at=received_at)
+        wire.extend(o.to_wire() for o in observations)
+        raw.append(RawRecord(uuid=f"{uuid:04X}", t=received_ms, b=data))
+    return wire, raw
 
 
 def _best_us(fn: Callable[[], object], loops: int, repeats: int) -> float:
@@ -88,7 +125,6 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
         DeviceSigner,
         IngestKey,
         KeyRing,
-        RawRecord,
         hpke_info,
         open_envelope,
         seal,
@@ -99,15 +135,17 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
         open_and_verify,
     )
 
-    loops, repeats = (200, 3) if quick else (1000, 7)
+    loops, repeats = (256, 3) if quick else (1024, 7)
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     ingest = IngestKey(kid=b"\x01" * 16, private_key=crypto.generate_hpke_key())
     ring = KeyRing([ingest])
-    batch = sample_batch()
-    raw = [RawRecord(uuid="2A35", t=now_ms - i, b=bytes(range(19))) for i in range(10)]
+    recipient = ingest.recipient
+    batches = [sample_batch(i, received_ms=now_ms - 60_000 + i) for i in range(BATCHES)]
+    n_obs = len(batches[0][0])
     phd = {"model": "BP-7000", "manufacturer": "Example", "system_id": b"\x01" * 8}
-    window = ReplayWindow().accept(1)
+    window = ReplayWindow().accept(1)  # every seq below is fresh for it
+    info = hpke_info(ingest.kid)
     rows: list[BenchRow] = []
     for alg_name, alg in (("EdDSA", crypto.COSE_EDDSA), ("ES256", crypto.COSE_ES256)):
         key = crypto.generate_signing_key(alg)
@@ -121,57 +159,76 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
             not_after=now + timedelta(days=1),
         )
         lookup = {kid: record}.get
+        seqs = itertools.count(2)
+        to_seal = itertools.cycle(batches)
 
-        def do_seal(signer: DeviceSigner = signer) -> bytes:
+        def do_seal(
+            signer: DeviceSigner = signer,
+            to_seal: Any = to_seal,
+            seqs: Any = seqs,
+        ) -> bytes:
+            observations, raw = next(to_seal)
             return seal(
                 signer=signer,
-                recipient=ingest.recipient,
-                seq=7,
-                observations=batch,
+                recipient=recipient,
+                seq=next(seqs),
+                observations=observations,
                 raw=raw,
                 phd=phd,
                 clock=lambda: now_ms,
             )
 
-        envelope = do_seal()
-        frame = cbor.decode(envelope, tags=frozenset())
-        assert isinstance(frame, list)
-        sealed = frame[2]
-        assert isinstance(sealed, bytes)
-        message = open_envelope(envelope, ring).message
-        signed_bytes = cose.sig_structure(message.protected, message.payload)
-        info = hpke_info(ingest.kid)
+        envelopes = [do_seal() for _ in range(BATCHES)]
+        # The raw primitives' inputs, taken apart once outside the timed loop.
+        primitive_inputs = []
+        for envelope in envelopes:
+            frame = cbor.decode(envelope, tags=frozenset())
+            assert isinstance(frame, list)
+            sealed = frame[2]
+            assert isinstance(sealed, bytes)
+            message = open_envelope(envelope, ring).message
+            signed_bytes = cose.sig_structure(message.protected, message.payload)
+            primitive_inputs.append((sealed, message.signature, signed_bytes))
+        to_open = itertools.cycle(envelopes)
+        to_check = itertools.cycle(primitive_inputs)
         public = record.public_key
 
-        def raw_primitives(
-            sealed: bytes = sealed,
-            public: crypto.VerifyingKey = public,
-            signature: bytes = message.signature,
-            signed_bytes: bytes = signed_bytes,
-            info: bytes = info,
-        ) -> None:
+        def raw_primitives(to_check: Any = to_check, public: crypto.VerifyingKey = public) -> None:
+            sealed, signature, signed_bytes = next(to_check)
             crypto.hpke_open(ingest.private_key, sealed, info=info)
             crypto.verify(public, signature, signed_bytes)
 
-        def open_verify(
-            envelope: bytes = envelope, lookup: Any = lookup, sections: bool = False
-        ) -> object:
+        def open_verify(to_open: Any = to_open, lookup: Any = lookup) -> object:
             return open_and_verify(
-                envelope,
+                next(to_open),
                 keyring=ring,
                 credentials=lookup,
                 received_at=now,
                 replay_window=lambda _kid: window,
-                decode_sections=sections,
+                decode_sections=False,
             )
 
-        console.print(f"envelope: measuring {alg_name} ({len(envelope)} bytes per envelope) ...")
+        def open_verify_sections(to_open: Any = to_open, lookup: Any = lookup) -> object:
+            return open_and_verify(
+                next(to_open),
+                keyring=ring,
+                credentials=lookup,
+                received_at=now,
+                replay_window=lambda _kid: window,
+                decode_sections=True,
+            )
+
+        size = sum(len(e) for e in envelopes) // len(envelopes)
+        console.print(
+            f"envelope: measuring {alg_name} ({n_obs} observations, "
+            f"{size} bytes per envelope on average) ..."
+        )
         raw_us = open_us = full_us = seal_us = float("inf")
         # Interleave the four measurements so that machine noise hits them alike.
         for _ in range(2):
             raw_us = min(raw_us, _best_us(raw_primitives, loops, repeats))
             open_us = min(open_us, _best_us(open_verify, loops, repeats))
-            full_us = min(full_us, _best_us(lambda: open_verify(sections=True), loops, repeats))
+            full_us = min(full_us, _best_us(open_verify_sections, loops, repeats))
             seal_us = min(seal_us, _best_us(do_seal, loops, repeats))
         ratio = open_us / raw_us
         rows += [
@@ -185,11 +242,11 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
                 met=ratio <= RATIO_TARGET,
             ),
             BenchRow(PART, f"{alg_name} open + verify / raw primitives", ratio, "x"),
-            BenchRow(PART, f"{alg_name} open + verify + parse 10 obs", full_us, "µs"),
+            BenchRow(PART, f"{alg_name} open + verify + parse {n_obs} obs", full_us, "µs"),
             BenchRow(PART, f"{alg_name} open + verify per core", 1e6 / open_us, "env/s"),
             BenchRow(
                 PART,
-                f"{alg_name} seal (10 observations)",
+                f"{alg_name} seal ({n_obs} observations)",
                 seal_us,
                 "µs",
                 target=f"< {SEAL_TARGET_US:.0f}",

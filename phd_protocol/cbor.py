@@ -53,6 +53,7 @@ __all__ = [
     "Tag",
     "decode",
     "encode",
+    "encode_bytes_head",
 ]
 
 TAG_DECIMAL_FRACTION = 4  # RFC 8949 section 3.4.4
@@ -116,9 +117,12 @@ class Tag:
 # --------------------------------------------------------------------------- encoding
 #
 # Both directions are written for speed in plain Python (an envelope carries hundreds of
-# items and is sealed and opened on every reading batch): dispatch on exact types first,
-# memoise the encodings of short text strings and the sorted key order of all-text maps (the
-# same observation keys recur in every batch), and fall back to isinstance for subclasses.
+# items and is sealed and opened on every reading batch). The encoder dispatches on exact
+# types, handles the scalars of a container inline in the container's loop (one Python call
+# per container, not per item), and memoises what recurs from batch to batch: the encodings of
+# short text (map keys, units, codes; never ids or time stamps, which would only evict them),
+# of Decimals (keyed by their exact text, which differs whenever the encoding does) and the
+# sorted key order of all-text maps. Subclasses and other containers take a slower, exact path.
 
 _PACK_B = struct.Struct(">B").pack
 _PACK_BB = struct.Struct(">BB").pack
@@ -127,10 +131,17 @@ _PACK_BI = struct.Struct(">BI").pack
 _PACK_BQ = struct.Struct(">BQ").pack
 
 _CACHE_LIMIT = 4096  # entries per memo table; beyond it new entries are simply not cached
+# Text up to this many UTF-8 bytes is memoised: every observation key and enumerated value
+# fits, a 20-byte RFC 3339 time stamp or a 32-byte observation id does not.
+_TEXT_CACHE_MAX = 16
 _TEXT_CACHE: dict[str, bytes] = {}
+_DECIMAL_CACHE: dict[str, bytes] = {}  # str(Decimal) -> tag 4 encoding
 _ORDER_CACHE: dict[tuple[str, ...], tuple[tuple[bytes, str], ...]] = {}
 _SMALL_UINT = tuple(_PACK_B(n) for n in range(24))
 _SMALL_NINT = tuple(_PACK_B(0x20 | n) for n in range(24))
+_ARRAY_HEADS = tuple(_PACK_B(0x80 | n) for n in range(24))
+_MAP_HEADS = tuple(_PACK_B(0xA0 | n) for n in range(24))
+_BYTES_HEADS = tuple(_PACK_B(0x40 | n) for n in range(24))
 
 
 def _head(major: int, n: int) -> bytes:
@@ -161,17 +172,43 @@ def _encode_int(value: int) -> bytes:
     return _head(1, -1 - value)
 
 
+# Codes and units recur in every batch (MDC codes are below 2**24); times in ms do not.
+_INT_CACHE_MAX = 1 << 24
+_INT_CACHE: dict[int, bytes] = {n: _SMALL_UINT[n] for n in range(24)}
+_INT_CACHE.update({-1 - n: _SMALL_NINT[n] for n in range(24)})
+
+
+def _encode_int_memo(value: int) -> bytes:
+    encoded = _encode_int(value)
+    if -_INT_CACHE_MAX <= value <= _INT_CACHE_MAX and len(_INT_CACHE) < _CACHE_LIMIT:
+        _INT_CACHE[value] = encoded
+    return encoded
+
+
 def _encode_text(value: str) -> bytes:
     encoded = _TEXT_CACHE.get(value)
     if encoded is None:
         raw = value.encode("utf-8")
-        encoded = _head(3, len(raw)) + raw
-        if len(raw) <= 32 and len(_TEXT_CACHE) < _CACHE_LIMIT:
+        size = len(raw)
+        encoded = (_PACK_B(0x60 | size) if size < 24 else _head(3, size)) + raw
+        if size <= _TEXT_CACHE_MAX and len(_TEXT_CACHE) < _CACHE_LIMIT:
             _TEXT_CACHE[str(value)] = encoded  # str(): never keep a subclass as the key
     return encoded
 
 
+def _encode_bytes(value: bytes) -> bytes:
+    size = len(value)
+    return (_BYTES_HEADS[size] if size < 24 else _head(2, size)) + value
+
+
 def _encode_decimal(value: Decimal) -> bytes:
+    # str() of a finite Decimal is exact and reversible (sign, digits and exponent all show:
+    # "80", "80.0" and "8E+1" differ), so it is a sound memo key where the Decimal itself,
+    # which compares and hashes by numeric value, is not.
+    text = str(value)
+    encoded = _DECIMAL_CACHE.get(text)
+    if encoded is not None:
+        return encoded
     if not value.is_finite():
         raise ValueError("NaN and infinite Decimals have no CBOR decimal fraction form")
     sign, digits, exponent = value.as_tuple()
@@ -184,7 +221,10 @@ def _encode_decimal(value: Decimal) -> bytes:
         mantissa = mantissa * 10 + digit
     if sign:
         mantissa = -mantissa
-    return b"\xc4\x82" + _encode_int(exponent) + _encode_int(mantissa)
+    encoded = b"\xc4\x82" + _encode_int(exponent) + _encode_int(mantissa)
+    if len(_DECIMAL_CACHE) < _CACHE_LIMIT:
+        _DECIMAL_CACHE[text] = encoded
+    return encoded
 
 
 def _key_order(value: Mapping[Any, object]) -> tuple[tuple[bytes, Any], ...]:
@@ -216,29 +256,53 @@ def _key_order(value: Mapping[Any, object]) -> tuple[tuple[bytes, Any], ...]:
 
 
 def _encode_into(append: Callable[[bytes], None], value: object) -> None:
+    # The two container loops below repeat the scalar dispatch inline on purpose: a function
+    # call per item would cost more than all the work of encoding a typical item.
     kind = type(value)
-    if kind is str:
+    if kind is dict:
+        size = len(value)  # type: ignore[arg-type] # kind is dict
+        append(_MAP_HEADS[size] if size < 24 else _head(5, size))
+        for encoded_key, key in _key_order(value):  # type: ignore[arg-type] # kind is dict
+            append(encoded_key)
+            item = value[key]  # type: ignore[index] # kind is dict
+            kind = type(item)
+            if kind is str:
+                append(_TEXT_CACHE.get(item) or _encode_text(item))
+            elif kind is int:
+                append(_INT_CACHE.get(item) or _encode_int_memo(item))
+            elif item is None:
+                append(b"\xf6")
+            elif kind is Decimal:
+                append(_encode_decimal(item))
+            else:
+                _encode_into(append, item)
+    elif kind is list or kind is tuple:
+        size = len(value)  # type: ignore[arg-type] # kind is list or tuple
+        append(_ARRAY_HEADS[size] if size < 24 else _head(4, size))
+        for item in value:  # type: ignore[attr-defined] # kind is list or tuple
+            kind = type(item)
+            if kind is str:
+                append(_TEXT_CACHE.get(item) or _encode_text(item))
+            elif kind is int:
+                append(_INT_CACHE.get(item) or _encode_int_memo(item))
+            elif item is None:
+                append(b"\xf6")
+            elif kind is Decimal:
+                append(_encode_decimal(item))
+            else:
+                _encode_into(append, item)
+    elif kind is str:
         append(_encode_text(value))  # type: ignore[arg-type] # kind is str
     elif kind is int:
         append(_encode_int(value))  # type: ignore[arg-type] # kind is int
-    elif kind is dict:
-        append(_head(5, len(value)))  # type: ignore[arg-type] # kind is dict
-        for encoded_key, key in _key_order(value):  # type: ignore[arg-type] # kind is dict
-            append(encoded_key)
-            _encode_into(append, value[key])  # type: ignore[index] # kind is dict
-    elif kind is list or kind is tuple:
-        append(_head(4, len(value)))  # type: ignore[arg-type] # kind is list or tuple
-        for item in value:  # type: ignore[attr-defined] # kind is list or tuple
-            _encode_into(append, item)
+    elif kind is bytes:
+        append(_encode_bytes(value))  # type: ignore[arg-type] # kind is bytes
     elif value is None:
         append(b"\xf6")
     elif value is True:
         append(b"\xf5")
     elif value is False:
         append(b"\xf4")
-    elif kind is bytes:
-        append(_head(2, len(value)))  # type: ignore[arg-type] # kind is bytes
-        append(value)  # type: ignore[arg-type] # kind is bytes
     elif kind is Decimal:
         append(_encode_decimal(value))  # type: ignore[arg-type] # kind is Decimal
     elif isinstance(value, Tag):
@@ -247,14 +311,12 @@ def _encode_into(append: Callable[[bytes], None], value: object) -> None:
     # Subclasses and other containers: slower, but exact.
     elif isinstance(value, str):
         append(_encode_text(str(value)))
-    elif isinstance(value, int):
+    elif isinstance(value, int):  # bool never gets here: True and False are singletons
         append(_encode_int(int(value)))
     elif isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        append(_head(2, len(raw)))
-        append(raw)
+        append(_encode_bytes(bytes(value)))
     elif isinstance(value, Decimal):
-        append(_encode_decimal(value))
+        append(_encode_decimal(Decimal(value)))
     elif isinstance(value, Mapping):
         append(_head(5, len(value)))
         for encoded_key, key in _key_order(value):
@@ -273,6 +335,15 @@ def encode(value: Encodable) -> bytes:
     out: list[bytes] = []
     _encode_into(out.append, value)
     return b"".join(out)
+
+
+def encode_bytes_head(size: int) -> bytes:
+    """The head of a byte string of ``size`` bytes: lets callers frame a large byte string
+    they already hold (``head + data``) without it being copied into an intermediate list.
+    """
+    if not 0 <= size <= _UINT64_MAX:
+        raise ValueError("byte string size out of range")
+    return _BYTES_HEADS[size] if size < 24 else _head(2, size)
 
 
 # --------------------------------------------------------------------------- decoding
