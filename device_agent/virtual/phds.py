@@ -142,6 +142,7 @@ class VirtualPhd:
         self.device: Device | None = None
         self.links: dict[Connection, _Link] = {}
         self.sent_total = 0
+        self.links_dropped = 0  # links this device dropped mid-transfer (Faults.disconnect_after)
         self._measurements_made = 0
         self._live: Characteristic[bytes] | None = None
         self._last_stamp: datetime | None = None  # device-clock second of the last live value
@@ -321,6 +322,7 @@ class VirtualPhd:
         if not alive(link.connection):
             return False
         if limit is not None and link.sent >= limit:
+            self.links_dropped += 1
             await link.connection.disconnect()
             return False
         if characteristic.properties & P.INDICATE:

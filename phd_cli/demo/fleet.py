@@ -176,13 +176,17 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
     first: the agent never cuts a session short, so every value read is sealed)."""
     from device_agent.store import AgentHome
 
-    with AgentHome(agent.config.home).instance_lock():
+    lock = AgentHome(agent.config.home).instance_lock()
+    await asyncio.to_thread(lock.__enter__)  # mkdir, open and flock: off the event loop
+    try:
         await agent.run(stop)
         for _ in range(20):
             report = await agent.deliver()
             if report is None or not report.remaining:
                 return
             await asyncio.sleep(0.5)
+    finally:
+        await asyncio.to_thread(lock.__exit__, None, None, None)
 
 
 async def enroll_virtual(

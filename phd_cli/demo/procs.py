@@ -187,6 +187,23 @@ class Supervisor:
         for child in self.children:
             child.check()
 
+    def stop_one(self, child: Child, sig: signal.Signals = signal.SIGTERM) -> int | None:
+        """Stop one child now and forget it (a fault test's crash, or a restart).
+
+        SIGKILL is a crash: no clean-up runs in the child, and its whole process group goes.
+        Anything else gets the normal stop (``sig``, then SIGKILL after the timeout).
+        """
+        if child not in self.children:
+            raise ValueError(f"{child.name} is not a child of this supervisor")
+        self.children.remove(child)
+        if sig == signal.SIGKILL:
+            child._signal(signal.SIGKILL)
+            child.proc.wait()
+            return child.proc.returncode
+        if child.proc.poll() is None and sig != signal.SIGTERM:
+            child._signal(sig)
+        return child.stop(self.stop_timeout)
+
     def stop_all(self) -> dict[str, int | None]:
         """Stop every child, newest first; returns each one's exit status."""
         statuses: dict[str, int | None] = {}

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ import httpx
 from rich.console import Console
 from rich.live import Live
 
-from phd_cli.demo import ready, setup
+from phd_cli.demo import setup
 from phd_cli.demo.fleet import enroll_all, make_agent, run_agent, virtual_fleet
 from phd_cli.demo.procs import (
     DemoSetupError,
@@ -44,6 +43,7 @@ from phd_cli.demo.procs import (
     free_port,
     require_binary,
 )
+from phd_cli.demo.stack import Stack
 from phd_cli.demo.stats import (
     IngestCounts,
     Snapshot,
@@ -83,12 +83,6 @@ def _ports(options: DemoOptions) -> setup.Ports:
         http=options.http_port or free_port(),
         gateway_metrics=free_port(),
     )
-
-
-def _phd_argv(*args: str) -> list[str]:
-    # The same interpreter and installation as this process, whatever PATH says.
-    # -v: INFO logs in each child's log file (ids, counts and reasons only, never values).
-    return [sys.executable, "-m", "phd_cli.main", "-v", *args]
 
 
 def run_demo(options: DemoOptions, console: Console) -> int:
@@ -149,8 +143,6 @@ async def _demo(
     err: Console,
     received: list[int],
 ) -> int:
-    from hospital_server.pki.layout import PkiLayout
-
     task = asyncio.current_task()
     assert task is not None
 
@@ -163,48 +155,22 @@ async def _demo(
     for sig in (signal.SIGTERM, signal.SIGHUP):
         asyncio.get_running_loop().add_signal_handler(sig, on_signal, sig)
     say = err.print if options.exit_after else console.print
-    layout = PkiLayout(paths.pki)
+    stack = Stack(paths=paths, ports=ports, mosquitto=mosquitto, supervisor=supervisor)
+    layout = stack.layout
 
     say(f"[bold]phd demo[/bold]: run directory {paths.run}")
-    created = await asyncio.to_thread(setup.prepare_pki, paths)
+    created = await stack.prepare_pki()
     say(f"PKI {'created' if created else 'reused'} in {paths.pki}")
 
-    conf = await asyncio.to_thread(setup.prepare_broker, paths, ports.mqtt)
-    broker = supervisor.start("mosquitto", [mosquitto, "-c", str(conf)])
-    service_ctx = ready.mtls_context(layout.ca_bundle, layout.server_cert, layout.server_key)
-    await ready.wait_mtls(
-        "127.0.0.1", ports.mqtt, service_ctx, server_hostname=setup.BROKER_HOST, child=broker
-    )
+    await stack.start_broker()
     say(f"broker up on port {ports.mqtt} (mutual TLS, dynamic-security ACLs)")
 
-    password = await asyncio.to_thread(setup.prepare_server_db, paths)
-    server = supervisor.start(
-        "server",
-        _phd_argv(
-            "server",
-            "run",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ports.http),
-            "--worker",
-            "ingest-1",
-        ),
-        env=setup.server_env(paths, ports),
-        cwd=paths.run,
-    )
-    api = f"https://{setup.BROKER_HOST}:{ports.http}"
-    trust = ssl.create_default_context(cafile=str(layout.root_ca_cert))
-    await ready.wait_http_ok(f"{api}/readyz", child=server, verify=trust)
-    say(f"server up: {api} (SQLite {paths.database}, ingest worker ingest-1)")
+    password = await stack.prepare_database()
+    await stack.start_server()
+    api, trust = stack.api, stack.trust
+    say(f"server up: {api} (SQLite {paths.database}, ingest worker {stack.worker})")
 
-    await asyncio.to_thread(setup.prepare_gateway_config, paths, ports)
-    gateway = supervisor.start(
-        "gateway",
-        _phd_argv("gateway", "run", "--config", str(paths.gateway_config)),
-        cwd=paths.run,
-    )
-    await ready.wait_unix_socket(paths.gateway_socket, child=gateway)
+    await stack.start_gateway()
     say(f"gateway {setup.GATEWAY_ID} up (outbox {paths.gateway_outbox})")
 
     endpoints = Endpoints(
@@ -220,7 +186,7 @@ async def _demo(
     )
     root_pem = await asyncio.to_thread(layout.root_ca_cert.read_bytes)
     async with (
-        contextlib.AsyncExitStack() as stack,
+        contextlib.AsyncExitStack() as exits,
         virtual_fleet(glucose_records=options.glucose_records) as fleet,
     ):
         await enroll_all(
@@ -242,7 +208,7 @@ async def _demo(
         agent_task = asyncio.create_task(run_agent(agent, stop))
 
         metrics_client = httpx.AsyncClient(base_url=api, verify=trust, timeout=2.0)
-        stack.push_async_callback(metrics_client.aclose)
+        exits.push_async_callback(metrics_client.aclose)
         last_ingest = IngestCounts()
 
         async def snap() -> Snapshot:

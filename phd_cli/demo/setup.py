@@ -19,8 +19,12 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phd_cli.demo.procs import DemoSetupError
+
+if TYPE_CHECKING:
+    from phd_cli.demo.stack import UplinkTuning
 
 __all__ = [
     "ADMIN_USER",
@@ -150,11 +154,15 @@ def prepare_broker(paths: DemoPaths, port: int) -> Path:
     return files.conf
 
 
-def prepare_gateway_config(paths: DemoPaths, ports: Ports) -> Path:
+def prepare_gateway_config(
+    paths: DemoPaths, ports: Ports, *, tuning: UplinkTuning | None = None
+) -> Path:
     """The gateway's TOML config (mobile_gateway.config format) for this run."""
     from hospital_server.pki.layout import PkiLayout
+    from phd_cli.demo.stack import UplinkTuning
 
     layout = PkiLayout(paths.pki)
+    t = tuning or UplinkTuning()
     paths.gateway_dir.mkdir(mode=0o700, exist_ok=True)
     body = "\n".join(
         [
@@ -173,12 +181,13 @@ def prepare_gateway_config(paths: DemoPaths, ports: Ports) -> Path:
             f'cert_file = "{layout.gateway_chain(GATEWAY_ID)}"',
             f'key_file = "{layout.gateway_key(GATEWAY_ID)}"',
             "[uplink]",
-            # Short waits: the demo runs for a minute, not a week.
-            "ack_timeout = 10.0",
-            "retry_base = 0.5",
-            "retry_cap = 5.0",
-            "reconnect_base = 0.5",
-            "reconnect_cap = 5.0",
+            f"ack_timeout = {t.ack_timeout!r}",
+            f"retry_base = {t.retry_base!r}",
+            f"retry_cap = {t.retry_cap!r}",
+            f"reconnect_base = {t.reconnect_base!r}",
+            f"reconnect_cap = {t.reconnect_cap!r}",
+            f"max_in_flight = {t.max_in_flight}",
+            f"batch_max_count = {t.batch_max_count}",
             "[metrics]",
             'host = "127.0.0.1"',
             f"port = {ports.gateway_metrics}",

@@ -33,6 +33,7 @@ __all__ = [
     "collect",
     "parse_server_metrics",
     "settled",
+    "stored_once",
     "verdict",
 ]
 
@@ -247,6 +248,17 @@ def verdict(snapshot: Snapshot) -> list[str]:
             problems.append(f"{who}: nothing was read (sent {d.sent}, sealed {d.sealed})")
         if d.read < d.sent:
             problems.append(f"{who}: agent read {d.read} of {d.sent} values sent")
+    return problems + stored_once(snapshot)
+
+
+def stored_once(snapshot: Snapshot) -> list[str]:
+    """The exactly-once half of the verdict, true at any quiet moment of a running stream:
+    every envelope sealed so far is stored once, with each observation it carried once, and
+    nothing is rejected, dead-lettered or still on its way. (The other half, "the agent read
+    everything sent", only holds once the agent's sessions have ended.)"""
+    problems: list[str] = []
+    for d in snapshot.devices:
+        who = f"{d.kind} {d.device_id}"
         if d.committed != d.sealed:
             problems.append(f"{who}: {d.committed} of {d.sealed} sealed envelopes committed")
         if d.envelope_rows != d.committed:
