@@ -45,7 +45,6 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, tuple_
@@ -55,7 +54,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from hospital_server import audit
 from hospital_server.db import READ_ONLY, IntegrityError, is_transient
-from hospital_server.fieldcrypt import PatientKeys, content_mac, content_mac_key, encrypt_field
+from hospital_server.fieldcrypt import PatientKeys, content_mac, content_mac_key
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest import plausibility
 from hospital_server.metrics import ServerMetrics
@@ -72,11 +71,12 @@ from hospital_server.models import (
     Patient,
     PatientStatus,
     Quarantine,
-    new_id,
+    new_ids,
     utcnow,
 )
+from hospital_server.records import seal_observation, seal_raw
 from hospital_server.security import certificate_der_to_pem
-from phd_protocol import cbor, crypto
+from phd_protocol import crypto
 from phd_protocol.envelope import EnvelopeError, KeyRing, OpenedEnvelope, open_envelope
 from phd_protocol.errors import ParseError, RejectReason
 from phd_protocol.observation import Observation as WireObservation
@@ -155,12 +155,6 @@ class _Batch:
     rejected: list[_Rejected] = field(default_factory=list)
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)  # exact: values never pass through float
-    raise TypeError(f"unexpected {type(value).__name__} in an observation")
-
-
 class Ingestor:
     """Stateless across batches except for caches of immutable things (verifying keys)."""
 
@@ -221,8 +215,12 @@ class Ingestor:
         batch = _Batch(results=[None] * len(envelopes))
         session.connection(execution_options=READ_ONLY)
         try:
-            gateway = session.get(Gateway, gateway_id)
-            gateway_revoked = gateway is not None and gateway.status == "revoked"
+            # Core statements, not ORM queries, on the hot path: ingest reads plain columns
+            # and the ORM's per-row bookkeeping cost more than the queries themselves.
+            gateway_status = session.connection().scalar(
+                sa_select(col(Gateway.status)).where(col(Gateway.id) == gateway_id)
+            )
+            gateway_revoked = gateway_status == "revoked"
             now = self.clock()
             digests = [crypto.sha256(data).hex() for data in envelopes]
             # Pass 1: bounds and decryption; collect every credential the batch names, so the
@@ -344,20 +342,20 @@ class Ingestor:
         signed_digest: str,
     ) -> _Accepted:
         payload = verified.payload
+        patient_id, device_id = cred.patient_id, cred.device_id
         sealed_at = datetime.fromtimestamp(payload.ts / 1000, tz=UTC)
-        dek = self.keys.get(session, cred.patient_id)
-        envelope_id = new_id()
+        dek = self.keys.get(session, patient_id)
+        mac_key = content_mac_key(dek)
+        envelope_id, *row_ids = new_ids(1 + len(parsed))
         received = self.clock()
-        raw_blob = cbor.encode(
-            {
-                "raw": [{"uuid": r.uuid, "t": r.t, "b": r.b} for r in verified.raw],
-                "phd": dict(payload.phd),
-            }
-        )
+        raw = {
+            "raw": [{"uuid": r.uuid, "t": r.t, "b": r.b} for r in verified.raw],
+            "phd": dict(payload.phd),
+        }
         envelope = {
             "id": envelope_id,
-            "device_id": cred.device_id,
-            "patient_id": cred.patient_id,
+            "device_id": device_id,
+            "patient_id": patient_id,
             "seq": payload.seq,
             # Digest of the signed COSE_Sign1 (not of the HPKE bytes, which differ per seal):
             # tells a redelivery or re-seal (same) from a replayed seq (different content).
@@ -367,50 +365,34 @@ class Ingestor:
             "sealed_at": sealed_at,
             "received_at": received,
             "observations": len(parsed),
-            "raw_ct": encrypt_field(
-                dek,
-                raw_blob,
-                table="ingested_envelope",
-                column="raw",
-                row_id=envelope_id,
-                patient_id=cred.patient_id,
-            ),
+            "raw_ct": seal_raw(dek, raw, row_id=envelope_id, patient_id=patient_id),
         }
         rows: list[dict[str, Any]] = []
-        ids: list[str] = []
-        mac_key = content_mac_key(dek)
-        for obs in parsed:
-            row_id = new_id()
-            mac = content_mac(mac_key, device_id=cred.device_id, content_id=obs.id)
-            value = json.dumps(obs.to_wire(), default=_json_default, separators=(",", ":"))
+        macs: list[str] = []
+        for obs, wire, row_id in zip(parsed, verified.observations, row_ids, strict=True):
+            mac = content_mac(mac_key, device_id=device_id, content_id=obs.id)
             rows.append(
                 {
                     "id": row_id,
-                    "patient_id": cred.patient_id,
-                    "device_id": cred.device_id,
+                    "patient_id": patient_id,
+                    "device_id": device_id,
                     "envelope_id": envelope_id,
                     "content_id": mac,  # keyed: the raw content id would reveal the value
                     "mdc_code": obs.mdc_code,
                     "quality": plausibility.quality(obs),
                     "measured_at": obs.time,
                     "received_at": received,
-                    "value_ct": encrypt_field(
-                        dek,
-                        value.encode(),
-                        table="observation",
-                        column="value",
-                        row_id=row_id,
-                        patient_id=cred.patient_id,
-                    ),
+                    # One AEAD over every clinical field of the row: the wire dict as signed.
+                    "value_ct": seal_observation(dek, wire, row_id=row_id, patient_id=patient_id),
                 }
             )
-            ids.append(mac)
+            macs.append(mac)
         return _Accepted(
             index=index,
             envelope=envelope,
             observations=rows,
-            content_ids=ids,
-            device_id=cred.device_id,
+            content_ids=macs,
+            device_id=device_id,
             kid=kid,
             seq=payload.seq,
             digest=signed_digest,
@@ -421,22 +403,26 @@ class Ingestor:
         """Credential, device and patient standing for every kid of a batch, in one query."""
         if not kids:
             return {}
-        rows = session.execute(
-            sa_select(
-                col(Credential.kid),
-                col(Credential.cert_der),
-                col(Credential.not_before),
-                col(Credential.not_after),
-                col(Credential.revoked_at),
-                col(Device.id),
-                col(Device.status),
-                col(Patient.id),
-                col(Patient.status),
+        rows = (
+            session.connection()
+            .execute(
+                sa_select(
+                    col(Credential.kid),
+                    col(Credential.cert_der),
+                    col(Credential.not_before),
+                    col(Credential.not_after),
+                    col(Credential.revoked_at),
+                    col(Device.id),
+                    col(Device.status),
+                    col(Patient.id),
+                    col(Patient.status),
+                )
+                .join(Device, col(Device.id) == col(Credential.device_id))
+                .join(Patient, col(Patient.id) == col(Device.patient_id))
+                .where(col(Credential.kid).in_(kids))
             )
-            .join(Device, col(Device.id) == col(Credential.device_id))
-            .join(Patient, col(Patient.id) == col(Device.patient_id))
-            .where(col(Credential.kid).in_(kids))
-        ).all()
+            .all()
+        )
         out: dict[str, _Credential] = {}
         for kid, der, not_before, not_after, revoked_at, dev, dev_status, pid, p_status in rows:
             key = self._verifiers.get(kid)
@@ -471,22 +457,25 @@ class Ingestor:
         keys = [(a.kid, a.seq) for a in batch.accepted]
         existing = {
             (kid, seq): digest
-            for kid, seq, digest in session.exec(
-                select(
-                    IngestedEnvelope.kid, IngestedEnvelope.seq, IngestedEnvelope.signed_digest
+            for kid, seq, digest in session.connection().execute(
+                sa_select(
+                    col(IngestedEnvelope.kid),
+                    col(IngestedEnvelope.seq),
+                    col(IngestedEnvelope.signed_digest),
                 ).where(tuple_(col(IngestedEnvelope.kid), col(IngestedEnvelope.seq)).in_(keys))
             )
         }
         pairs = {(a.device_id, cid) for a in batch.accepted for cid in a.content_ids}
-        known = set(
-            session.exec(
-                select(Observation.device_id, Observation.content_id).where(
-                    tuple_(col(Observation.device_id), col(Observation.content_id)).in_(pairs)
+        known: set[tuple[str, str]] = set()
+        if pairs:
+            known.update(
+                (device, mac)
+                for device, mac in session.connection().execute(
+                    sa_select(col(Observation.device_id), col(Observation.content_id)).where(
+                        tuple_(col(Observation.device_id), col(Observation.content_id)).in_(pairs)
+                    )
                 )
-            ).all()
-            if pairs
-            else []
-        )
+            )
         envelope_rows: list[dict[str, Any]] = []
         observation_rows: list[dict[str, Any]] = []
         still: list[_Accepted] = []
@@ -604,9 +593,12 @@ def _collection_consent(session: Session, patient_ids: set[str]) -> dict[str, bo
     if not patient_ids:
         return {}
     latest: dict[str, bool] = {}
-    for pid, granted in session.exec(
-        select(Consent.patient_id, Consent.granted)
-        .where(col(Consent.patient_id).in_(patient_ids), Consent.kind == ConsentKind.COLLECTION)
+    for pid, granted in session.connection().execute(
+        sa_select(col(Consent.patient_id), col(Consent.granted))
+        .where(
+            col(Consent.patient_id).in_(patient_ids),
+            col(Consent.kind) == ConsentKind.COLLECTION,
+        )
         .order_by(col(Consent.id))
     ):
         latest[pid] = granted

@@ -29,12 +29,13 @@ from hospital_server.models import (
     Quarantine,
 )
 from hospital_server.patients import record_consent
+from hospital_server.records import open_observation, open_observation_wire, open_raw
 from phd_protocol import crypto
 from phd_protocol.envelope import DeviceSigner, RecipientKey
 from phd_protocol.errors import RejectReason
 from phd_protocol.sfloat import SpecialValue
 from phd_protocol.wire import AckStatus, EnvelopeResult
-from tests.server.ingest_world import World, bp, temperature
+from tests.server.ingest_world import RAW_BP, World, bp, temperature
 
 GW = "gw-1"
 
@@ -73,7 +74,8 @@ def _assert_rejected(world: World, envelope: bytes, reason: RejectReason) -> Non
 
 def test_envelope_is_stored_encrypted_and_readable_with_the_patient_key(world: World) -> None:
     device = world.enroll(mrn="M-1")
-    result = _one(world, world.seal(device, [bp(device, "128", "82")]))
+    reading = bp(device, "128", "82")
+    result = _one(world, world.seal(device, [reading]))
     assert result == EnvelopeResult.stored()
     with world.ctx.sessions() as s:
         obs = s.exec(select(Observation)).one()
@@ -87,17 +89,17 @@ def test_envelope_is_stored_encrypted_and_readable_with_the_patient_key(world: W
     assert env.seq == device.seq
     assert env.gateway_id == GW
     assert b"128" not in obs.value_ct
-    value = json.loads(
-        decrypt_field(
-            key,
-            obs.value_ct,
-            table="observation",
-            column="value",
-            row_id=obs.id,
-            patient_id=device.patient_id,
-        )
-    )
-    assert [c["value"] for c in value["components"]] == ["128", "82"]
+    value = open_observation_wire(key, obs.value_ct, row_id=obs.id, patient_id=device.patient_id)
+    assert value == reading  # the wire dict as the device signed it
+    assert [
+        c.value
+        for c in open_observation(
+            key, obs.value_ct, row_id=obs.id, patient_id=device.patient_id
+        ).components
+    ] == [Decimal(128), Decimal(82)]
+    raw = open_raw(key, env.raw_ct or b"", row_id=env.id, patient_id=device.patient_id)
+    assert raw["raw"][0]["b"] == RAW_BP
+    assert raw["phd"] == {"model": "BP-1"}
     assert obs.content_id == content_mac(
         content_mac_key(key), device_id=device.device_id, content_id=value["id"]
     )
@@ -257,19 +259,11 @@ def test_implausible_and_special_values_are_kept_and_flagged(world: World) -> No
         key = world.ctx.keys.get(s, device.patient_id)
     assert [r.quality for r in rows] == ["implausible", "special", "ok"]
     values = [
-        json.loads(
-            decrypt_field(
-                key,
-                r.value_ct,
-                table="observation",
-                column="value",
-                row_id=r.id,
-                patient_id=device.patient_id,
-            )
-        )["value"]
+        open_observation(key, r.value_ct, row_id=r.id, patient_id=device.patient_id).value
         for r in rows
     ]
-    assert values == ["60.1", "NaN", "36.9"]  # never "fixed", never turned into numbers
+    # never "fixed", never turned into numbers
+    assert values == [Decimal("60.1"), SpecialValue.NAN, Decimal("36.9")]
 
 
 # ---------------------------------------------------------------- every rejection reason
