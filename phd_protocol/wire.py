@@ -9,9 +9,12 @@ are built and when they are decoded::
     result: {"status": "stored"} | {"status": "duplicate"} | {"status": "retry_later"}
           | {"status": "rejected", "reason": <RejectReason>, "permanent": <bool>}
 
-``results[i]`` answers ``env[i]`` of the batch with the same ``id``. The gateway deletes an
-envelope from its outbox only when its result is *settled* (stored, duplicate, or a permanent
-rejection): the hospital's commit, not the broker's PUBACK, ends the gateway's responsibility.
+``results[i]`` answers ``env[i]`` of the batch with the same ``id``. The batch as a whole is
+bounded (MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES); a single envelope over MAX_ENVELOPE_BYTES
+inside it is still a valid batch, and its result is ``rejected(too_large, permanent)``.
+The gateway deletes an envelope from its outbox only when its result is *settled* (stored,
+duplicate, or a permanent rejection): the hospital's commit, not the broker's PUBACK, ends
+the gateway's responsibility.
 
 Envelopes are opaque here: the gateway and the broker are untrusted for content and never
 look inside. This module must never open, verify or log an envelope; it raises only
@@ -207,8 +210,10 @@ class UplinkBatch:
         for index, envelope in enumerate(cast("tuple[object, ...]", self.envelopes)):
             if not isinstance(envelope, bytes) or not envelope:
                 raise WireError("malformed", f"envelope {index} must be non-empty bytes")
-            if len(envelope) > MAX_ENVELOPE_BYTES:
-                raise WireError("too_large", f"envelope {index} exceeds {MAX_ENVELOPE_BYTES}")
+        # An envelope over MAX_ENVELOPE_BYTES is carried, not refused here: the batch bound
+        # below still holds, and the hospital answers that envelope alone with
+        # rejected(too_large, permanent), so the gateway can settle it. Refusing the whole
+        # batch would leave every envelope of it unanswered and the gateway retrying forever.
         if batch_size(self.envelopes) > MAX_BATCH_BYTES:
             raise WireError("too_large", f"batch exceeds {MAX_BATCH_BYTES} bytes")
 

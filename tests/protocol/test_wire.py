@@ -79,8 +79,6 @@ def test_batch_bounds() -> None:
         UplinkBatch(id=BATCH_ID, envelopes=(b"x",) * (wire.MAX_BATCH_ENVELOPES + 1))
     with pytest.raises(WireError, match="too_many"):
         UplinkBatch(id=BATCH_ID, envelopes=())
-    with pytest.raises(WireError, match="too_large"):
-        UplinkBatch(id=BATCH_ID, envelopes=(b"x" * (wire.MAX_ENVELOPE_BYTES + 1),))
     big = b"x" * wire.MAX_ENVELOPE_BYTES
     with pytest.raises(WireError, match="too_large"):
         UplinkBatch(id=BATCH_ID, envelopes=(big,) * 16)
@@ -88,6 +86,23 @@ def test_batch_bounds() -> None:
         UplinkBatch(id=b"short", envelopes=(b"x",))
     with pytest.raises(WireError, match="malformed"):
         UplinkBatch(id=BATCH_ID, envelopes=(b"",))
+
+
+def test_an_oversize_envelope_travels_in_a_batch_to_be_answered_alone() -> None:
+    # The hospital answers it rejected(too_large, permanent); refusing the whole batch would
+    # leave the gateway without any answer, retrying it forever.
+    oversize = b"x" * (wire.MAX_ENVELOPE_BYTES + 1)
+    batch = UplinkBatch(id=BATCH_ID, envelopes=(b"a", oversize, b"b"))
+    decoded = UplinkBatch.decode(batch.encode())
+    assert decoded.envelopes == (b"a", oversize, b"b")
+    # The batch bound still holds for a batch of oversize envelopes.
+    with pytest.raises(WireError, match="too_large"):
+        UplinkBatch(id=BATCH_ID, envelopes=(oversize,) * 16)
+    with pytest.raises(WireError) as info:
+        UplinkBatch.decode(
+            cbor.encode({"v": 1, "id": BATCH_ID, "env": [b"x" * (wire.MAX_BATCH_BYTES - 64)] * 2})
+        )
+    assert info.value.rule == "too_large"
 
 
 def _raw(value: Any) -> bytes:

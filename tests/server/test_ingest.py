@@ -34,7 +34,7 @@ from phd_protocol import crypto
 from phd_protocol.envelope import DeviceSigner, RecipientKey
 from phd_protocol.errors import RejectReason
 from phd_protocol.sfloat import SpecialValue
-from phd_protocol.wire import AckStatus, EnvelopeResult
+from phd_protocol.wire import AckStatus, EnvelopeResult, UplinkBatch
 from tests.server.ingest_world import RAW_BP, World, bp, temperature
 
 GW = "gw-1"
@@ -271,6 +271,25 @@ def test_implausible_and_special_values_are_kept_and_flagged(world: World) -> No
 
 def test_too_large(world: World) -> None:
     _assert_rejected(world, b"\x83" + b"\x00" * (64 * 1024), RejectReason.TOO_LARGE)
+
+
+def test_oversize_envelope_inside_a_batch_is_answered_alone(world: World) -> None:
+    device = world.enroll(mrn="M-13")
+    oversize = b"\x83" + b"\x00" * (64 * 1024)
+    first, second = world.seal(device, [bp(device, "131")]), world.seal(device, [bp(device, "132")])
+    batch = UplinkBatch.new([first, oversize, second])
+    decoded = UplinkBatch.decode(batch.encode())  # the batch itself is within its bounds
+    with world.ctx.sessions() as s:
+        results = world.ingestor.process(s, GW, decoded.envelopes)
+    assert results == [
+        EnvelopeResult.stored(),
+        EnvelopeResult.rejected(RejectReason.TOO_LARGE, permanent=True),
+        EnvelopeResult.stored(),
+    ]
+    assert _count(world, IngestedEnvelope) == 2
+    with world.ctx.sessions() as s:
+        row = s.exec(select(Quarantine)).one()
+    assert (row.reason, row.size, row.sealed) == ("too_large", len(oversize), oversize)
 
 
 def test_malformed_framing(world: World) -> None:

@@ -191,6 +191,23 @@ def test_every_reason_end_to_end(world: World, broker: MosquittoBroker) -> None:
         ack.check_answers(batch)
         assert list(ack.results) == [want for _, want in envelopes]
 
+        # One envelope over 64 KiB inside a batch is answered alone; the rest is processed.
+        oversize = b"\xa0" + b"\x00" * (64 * 1024)
+        mixed = UplinkBatch.new([oversize, world.seal(good, [bp(good, "127", "87")])])
+        gateway.send(mixed.encode())
+        ack = gateway.ack()
+        ack.check_answers(mixed)
+        assert ack.results == (
+            EnvelopeResult.rejected(RejectReason.TOO_LARGE, permanent=True),
+            EnvelopeResult.stored(),
+        )
+        assert all(r.settled for r in ack.results)  # the gateway can forget both
+        with world.ctx.sessions() as s:
+            kept = s.exec(
+                select(Quarantine).where(Quarantine.reason == RejectReason.TOO_LARGE.value)
+            ).one()
+        assert kept.sealed == oversize
+
         # The hospital revokes the gateway: its next batch is refused envelope by envelope.
         with world.ctx.sessions() as s:
             revoke_gateway(s, "gw-1", actor="admin")
@@ -201,24 +218,22 @@ def test_every_reason_end_to_end(world: World, broker: MosquittoBroker) -> None:
             EnvelopeResult.rejected(RejectReason.GATEWAY_REVOKED, permanent=True),
         )
 
-        # A batch that is not even a batch (an envelope over 64 KiB): quarantined whole.
-        oversize = cbor.encode({"v": 1, "id": b"\x01" * 16, "env": [b"\x00" * (64 * 1024 + 1)]})
-        gateway.send(oversize)
+        # A batch that is not even a batch (no envelope list): quarantined whole.
+        not_a_batch = cbor.encode({"v": 1, "id": b"\x01" * 16, "env": b"\x00" * 64})
+        gateway.send(not_a_batch)
         deadline = datetime.now(UTC) + timedelta(seconds=10)
         while datetime.now(UTC) < deadline:
             with world.ctx.sessions() as s:
-                found = s.exec(
-                    select(Quarantine).where(Quarantine.reason == RejectReason.TOO_LARGE.value)
-                ).first()
+                found = s.exec(select(Quarantine).where(Quarantine.sealed == not_a_batch)).first()
             if found is not None:
                 break
             threading.Event().wait(0.1)
         assert found is not None
-        assert found.sealed == oversize
+        assert found.reason == RejectReason.MALFORMED.value
     finally:
         gateway.close()
         worker.stop()
-    assert _count(world, Observation) == 2
+    assert _count(world, Observation) == 3
 
 
 class CrashAfterCommit(IngestWorker):
