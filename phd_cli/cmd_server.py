@@ -31,6 +31,11 @@ def add_parser(sub: Any) -> None:
         metavar="VAR",
         help="environment variable holding the password (default: prompt)",
     )
+    admin.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="exit 0 without changes when an admin of this name exists (compose one-shots)",
+    )
 
     run = cmds.add_parser("run", help="serve the API (HTTPS) and run ingest workers")
     run.add_argument("--host", default="127.0.0.1")
@@ -118,9 +123,19 @@ def _create_admin(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from hospital_server.context import ServerContext
+    from hospital_server.db import IntegrityError
     from hospital_server.staff import create_staff_user
 
     console = Console()
+    settings = _settings(args)
+    if args.if_missing:
+        existing = _existing_role(settings, args.username)
+        if existing == "admin":
+            console.print(f"admin {args.username!r} exists; left unchanged")
+            return 0
+        if existing is not None:
+            console.print(f"[red]error:[/red] {args.username!r} exists and is not an admin")
+            return 2
     if args.password_env:
         password = os.environ.get(args.password_env, "")
     else:
@@ -128,13 +143,20 @@ def _create_admin(args: argparse.Namespace) -> int:
         if getpass.getpass("again: ") != password:
             console.print("[red]passwords differ[/red]")
             return 2
-    ctx = ServerContext.build(_settings(args), broker_probe=lambda: False)
+    ctx = ServerContext.build(settings, broker_probe=lambda: False)
     try:
         with ctx.sessions() as session:
             user = create_staff_user(
                 session, args.username, password, role="admin", actor="bootstrap"
             )
             session.commit()
+    except IntegrityError:
+        # Another create-admin won the race for this username between our check and insert.
+        if args.if_missing and _existing_role(settings, args.username) == "admin":
+            console.print(f"admin {args.username!r} exists; left unchanged")
+            return 0
+        console.print("[red]error:[/red] a staff user with this name already exists")
+        return 2
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -142,6 +164,24 @@ def _create_admin(args: argparse.Namespace) -> int:
         ctx.close()
     console.print(f"admin {args.username!r} created (id {user.id})")
     return 0
+
+
+def _existing_role(settings: Any, username: str) -> str | None:
+    """The role of the staff user called ``username``, or None when there is none."""
+    from sqlmodel import col, select
+
+    from hospital_server.db import make_engine, make_session_factory
+    from hospital_server.models import StaffUser
+
+    engine = make_engine(settings.effective_database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            role = session.exec(
+                select(col(StaffUser.role)).where(StaffUser.username == username)
+            ).first()
+    finally:
+        engine.dispose()
+    return None if role is None else str(role)
 
 
 def _context(args: argparse.Namespace) -> Any:

@@ -12,6 +12,7 @@ from sqlmodel import select
 from hospital_server.db import make_engine, make_session_factory
 from hospital_server.models import StaffUser
 from hospital_server.security import verify_password
+from hospital_server.staff import create_staff_user
 from phd_cli.main import main
 
 
@@ -32,12 +33,37 @@ def test_init_keys_migrate_create_admin(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("ADMIN_PW", "a long enough password")
     assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 0
 
+    # A second plain create-admin refuses the existing user; --if-missing (compose's one-shot
+    # on every start) leaves it alone and succeeds, even without a password to hand.
+    assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 2
+    monkeypatch.setenv("ADMIN_PW", "a different long password")
+    argv = ["server", "--dev", "create-admin", "--if-missing", "--password-env", "ADMIN_PW"]
+    assert main(argv) == 0
+    monkeypatch.delenv("ADMIN_PW")
+    assert main(argv) == 0
+
     engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
     try:
         with make_session_factory(engine)() as s:
-            admin = s.exec(select(StaffUser)).one()
+            admin = s.exec(select(StaffUser)).one()  # still exactly one account
+            create_staff_user(s, "nurse-1", "a long nurse password", role="nurse", actor="t")
+            s.commit()
     finally:
         engine.dispose()
+    # --if-missing does not paper over a name taken by a non-admin account.
+    monkeypatch.setenv("ADMIN_PW", "a long enough password")
+    nurse = ["server", "--dev", "create-admin", "--if-missing", "--username", "nurse-1"]
+    assert main([*nurse, "--password-env", "ADMIN_PW"]) == 2
+    # And a missing admin is still created by --if-missing.
+    other = ["server", "--dev", "create-admin", "--if-missing", "--username", "root-2"]
+    assert main([*other, "--password-env", "ADMIN_PW"]) == 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
+    try:
+        with make_session_factory(engine)() as s:
+            names = sorted(u.username for u in s.exec(select(StaffUser)))
+    finally:
+        engine.dispose()
+    assert names == ["admin", "nurse-1", "root-2"]
     assert admin.role == "admin"
     assert admin.password_hash.startswith("scrypt$")
     assert verify_password("a long enough password", admin.password_hash)
