@@ -219,12 +219,20 @@ def _run(args: argparse.Namespace) -> int:
             "ssl_certfile": str(ctx.pki.server_chain),
             "ssl_keyfile": str(ctx.pki.server_key),
         }
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the
+    # handler it found installed. With the default handler that kills the process before the
+    # ingest workers disconnect from the broker; this handler lets the cleanup below run.
+    previous = {
+        sig: signal.signal(sig, lambda *_a: None) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", **tls)
     finally:
         if pool is not None:
             pool.shutdown()
         ctx.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 

@@ -87,6 +87,11 @@ def _serve(ctx: ServerContext, ingestor: Ingestor, name: str, pool: WorkerPool) 
         attempt = 0
         worker = IngestWorker(ctx, ingestor, mqtt)
         pool.workers[name] = worker
+        # Registered before this check: a shutdown that began while we were connecting either
+        # sees this worker (and closes it) or is seen here; either way nothing hangs.
+        if pool.stop.is_set():
+            mqtt.close()
+            break
         log.info("worker %s consuming", name)
         worker.run()
         mqtt.close()
