@@ -51,6 +51,7 @@ __all__ = [
     "CborValue",
     "Encodable",
     "Tag",
+    "byte_string_at",
     "decode",
     "encode",
     "encode_bytes_head",
@@ -274,6 +275,8 @@ def _encode_into(append: Callable[[bytes], None], value: object) -> None:
                 append(b"\xf6")
             elif kind is Decimal:
                 append(_encode_decimal(item))
+            elif kind is bytes:
+                append(_encode_bytes(item))
             else:
                 _encode_into(append, item)
     elif kind is list or kind is tuple:
@@ -289,6 +292,8 @@ def _encode_into(append: Callable[[bytes], None], value: object) -> None:
                 append(b"\xf6")
             elif kind is Decimal:
                 append(_encode_decimal(item))
+            elif kind is bytes:
+                append(_encode_bytes(item))
             else:
                 _encode_into(append, item)
     elif kind is str:
@@ -407,7 +412,20 @@ def _head_at(data: bytes, pos: int) -> tuple[int, int, int]:
 def _item(data: bytes, pos: int, depth: int, budget: _Budget) -> tuple[CborValue, int]:
     """Decode the item at ``pos``; returns it and the position after it."""
     start = pos
-    major, n, pos = _head_at(data, pos)
+    initial = data[pos]
+    major = initial >> 5
+    n = initial & 0x1F
+    # One- and two-byte heads (arguments below 256: small values, ids, times, short strings)
+    # inline, with the same shortest-form rule as _head_at, which handles the rest.
+    if n < 24:
+        pos += 1
+    elif n == 24 and major != 7:
+        n = data[pos + 1]
+        if n < 24:
+            raise CborError("non_shortest_head", pos, "argument fits a shorter head")
+        pos += 2
+    else:
+        major, n, pos = _head_at(data, pos)
     if major == 0:
         return n, pos
     if major == 3:
@@ -447,8 +465,24 @@ def _item(data: bytes, pos: int, depth: int, budget: _Budget) -> tuple[CborValue
         items: list[CborValue] = []
         append = items.append
         for _ in range(n):
-            value, pos = _item(data, pos, depth - 1, budget)
-            append(value)
+            # Small unsigned integers and short text inline (the commonest elements), the rest
+            # through _item; both paths apply the same rules.
+            initial = data[pos]
+            if initial < 0x18:
+                append(initial)
+                pos += 1
+            elif 0x60 <= initial < 0x78:
+                end = pos + initial - 0x5F
+                if end > len(data):
+                    raise CborError("truncated", pos, "text longer than the remaining input")
+                try:
+                    append(data[pos + 1 : end].decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise CborError("invalid_utf8", pos, "text string") from None
+                pos = end
+            else:
+                value, pos = _item(data, pos, depth - 1, budget)
+                append(value)
         return items, pos
     if major == 5:
         return _map(data, pos, n, start, depth, budget)
@@ -508,7 +542,22 @@ def _map(  # noqa: PLR0917 -- hot path: positional arguments are measurably fast
             rule = "duplicate_map_key" if encoded_key == previous else "unsorted_map_keys"
             raise CborError(rule, key_start)
         previous = encoded_key
-        result[key], pos = _item(data, pos, depth - 1, budget)
+        # The value: small unsigned integers and short text inline, as for array elements.
+        initial = data[pos]
+        if initial < 0x18:
+            result[key] = initial
+            pos += 1
+        elif 0x60 <= initial < 0x78:
+            end = pos + initial - 0x5F
+            if end > len(data):
+                raise CborError("truncated", pos, "text longer than the remaining input")
+            try:
+                result[key] = data[pos + 1 : end].decode("utf-8")
+            except UnicodeDecodeError:
+                raise CborError("invalid_utf8", pos, "text string") from None
+            pos = end
+        else:
+            result[key], pos = _item(data, pos, depth - 1, budget)
     return result, pos
 
 
@@ -532,6 +581,40 @@ def _tag(  # noqa: PLR0917 -- hot path: positional arguments are measurably fast
         raise CborError("bad_decimal_fraction", start, "exponent out of range")
     # Built from text, not arithmetic: exact whatever the decimal context precision.
     return Decimal(f"{mantissa}E{exponent}"), pos
+
+
+def byte_string_at(data: bytes, pos: int) -> tuple[int, int] | None:
+    """Bounds ``(start, end)`` of the byte string whose head is at ``data[pos]``, or None.
+
+    None unless ``data[pos]`` starts a byte string with the shortest head (RFC 8949 section
+    4.2.1) whose content lies within ``data``. For fast paths over fixed layouts (envelope
+    framing, COSE_Sign1): a caller that gets None falls back to :func:`decode`, which stays
+    the authority on what is refused and why.
+    """
+    if not 0 <= pos < len(data):
+        return None
+    initial = data[pos]
+    if 0x40 <= initial < 0x58:
+        start = pos + 1
+        end = start + initial - 0x40
+    elif initial == 0x58 and pos + 1 < len(data) and data[pos + 1] >= 24:
+        start = pos + 2
+        end = start + data[pos + 1]
+    elif initial == 0x59 and pos + 2 < len(data):
+        size = data[pos + 1] << 8 | data[pos + 2]
+        if size <= 0xFF:
+            return None
+        start = pos + 3
+        end = start + size
+    elif initial == 0x5A and pos + 4 < len(data):
+        (size,) = _UNPACK_I(data, pos + 1)
+        if size <= 0xFFFF:
+            return None
+        start = pos + 5
+        end = start + size
+    else:  # another major type, a 64-bit length (beyond any bound of ours), or truncated
+        return None
+    return (start, end) if end <= len(data) else None
 
 
 def decode(

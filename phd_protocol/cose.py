@@ -74,6 +74,15 @@ class Sign1:
     @classmethod
     def decode(cls, data: bytes, *, max_size: int = cbor.DEFAULT_MAX_SIZE) -> Sign1:
         """Parse a tagged COSE_Sign1; CoseError unless it is exactly our profile."""
+        if type(data) is bytes and len(data) <= max_size:  # others: the strict path refuses
+            message = _decode_fast(data)
+            if message is not None:
+                return message
+        return cls._decode_strict(data, max_size=max_size)
+
+    @classmethod
+    def _decode_strict(cls, data: bytes, *, max_size: int) -> Sign1:
+        """The general parser: decides, and names the rule, for anything off the fast path."""
         try:
             # Depth 3: tag -> array -> unprotected map. The payload stays an opaque byte string.
             value = cbor.decode(
@@ -97,6 +106,47 @@ class Sign1:
             raise CoseError(f"signature must be {_SIGNATURE_SIZE} bytes")
         alg, kid = _parse_protected(protected)
         return cls(alg=alg, kid=kid, payload=payload, signature=signature, protected=protected)
+
+
+_SIGN1_START = b"\xd2\x84"  # tag 18, array of 4
+_EMPTY_MAP = 0xA0
+_SIGNATURE_HEAD = b"\x58\x40"  # byte string of 64 bytes
+
+
+def _decode_fast(data: bytes) -> Sign1 | None:
+    """The profile's one layout, checked byte by byte, or None to leave it to the strict parser.
+
+    Returns a message only when every byte is where the profile puts it, with shortest heads
+    and nothing after the signature: exactly the inputs :meth:`Sign1._decode_strict` accepts,
+    and the protected header goes through the same :func:`_parse_protected`. Saves a generic
+    CBOR walk (and its copies) on every envelope opened.
+    """
+    if data[:2] != _SIGN1_START:
+        return None
+    protected_at = cbor.byte_string_at(data, 2)
+    if protected_at is None:
+        return None
+    protected_end = protected_at[1]
+    if protected_end >= len(data) or data[protected_end] != _EMPTY_MAP:
+        return None
+    payload_at = cbor.byte_string_at(data, protected_end + 1)
+    if payload_at is None:
+        return None
+    payload_end = payload_at[1]
+    signature_at = payload_end + len(_SIGNATURE_HEAD)
+    if data[payload_end:signature_at] != _SIGNATURE_HEAD:
+        return None
+    if signature_at + _SIGNATURE_SIZE != len(data):
+        return None
+    protected = data[protected_at[0] : protected_end]
+    alg, kid = _parse_protected(protected)
+    return Sign1(
+        alg=alg,
+        kid=kid,
+        payload=data[payload_at[0] : payload_end],
+        signature=data[signature_at:],
+        protected=protected,
+    )
 
 
 # Protected headers recur (one per device credential): memoise their parse, bounded.
@@ -130,13 +180,39 @@ def _parse_protected_uncached(protected: bytes) -> tuple[int, bytes]:
     return alg, kid
 
 
+# A signer seals with one (alg, kid) for the life of its credential: memoise, bounded.
+_HEADER_CACHE: dict[tuple[int, bytes], bytes] = {}
+
+
 def _protected_header(alg: int, kid: bytes) -> bytes:
-    return cbor.encode({HEADER_ALG: alg, HEADER_KID: kid})
+    header = _HEADER_CACHE.get((alg, kid))
+    if header is None:
+        header = cbor.encode({HEADER_ALG: alg, HEADER_KID: kid})
+        if len(_HEADER_CACHE) < _PROTECTED_CACHE_LIMIT:
+            _HEADER_CACHE[(alg, bytes(kid))] = header
+    return header
+
+
+# ["Signature1", protected, h'', payload] is assembled from parts rather than run through the
+# generic encoder: the payload (kilobytes) is then copied once, into the signed bytes. The
+# parts are the deterministic encoding exactly (tests compare with cbor.encode).
+_SIG_STRUCTURE_START = b"\x84" + cbor.encode(_CONTEXT_SIGNATURE1)  # array of 4, the context
+_EMPTY_BYTES = b"\x40"
 
 
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """The bytes actually signed (RFC 9052 section 4.4), with empty external AAD."""
-    return cbor.encode([_CONTEXT_SIGNATURE1, protected, b"", payload])
+    head = cbor.encode_bytes_head
+    return b"".join(
+        (
+            _SIG_STRUCTURE_START,
+            head(len(protected)),
+            protected,
+            _EMPTY_BYTES,
+            head(len(payload)),
+            payload,
+        )
+    )
 
 
 def sign1(key: SigningKey, *, kid: bytes, payload: bytes) -> bytes:
@@ -146,15 +222,34 @@ def sign1(key: SigningKey, *, kid: bytes, payload: bytes) -> bytes:
     alg = crypto.signature_algorithm(key)
     protected = _protected_header(alg, kid)
     signature = crypto.sign(key, sig_structure(protected, payload))
-    return cbor.encode(cbor.Tag(cbor.TAG_COSE_SIGN1, [protected, {}, payload, signature]))
+    head = cbor.encode_bytes_head
+    # 18([protected, {}, payload, signature]), assembled like sig_structure.
+    return b"".join(
+        (
+            _SIGN1_START,
+            head(len(protected)),
+            protected,
+            b"\xa0",
+            head(len(payload)),
+            payload,
+            head(len(signature)),
+            signature,
+        )
+    )
 
 
-def verify_sign1(message: Sign1, key: VerifyingKey) -> None:
-    """Verify ``message`` with ``key`` or raise CryptoError (also for an alg/key mismatch)."""
-    try:
-        key_alg = crypto.signature_algorithm(key)
-    except ValueError:
-        raise crypto.CryptoError from None
+def verify_sign1(message: Sign1, key: VerifyingKey, *, key_alg: int | None = None) -> None:
+    """Verify ``message`` with ``key`` or raise CryptoError (also for an alg/key mismatch).
+
+    ``key_alg`` is ``crypto.signature_algorithm(key)`` when the caller computed it once for a
+    key it keeps (as :class:`phd_protocol.policy.CredentialRecord` does); it saves the key
+    type checks on every message, and the signature check itself still dispatches on the key.
+    """
+    if key_alg is None:
+        try:
+            key_alg = crypto.signature_algorithm(key)
+        except ValueError:
+            raise crypto.CryptoError from None
     if key_alg != message.alg:
         raise crypto.CryptoError
     crypto.verify(key, message.signature, sig_structure(message.protected, message.payload))

@@ -243,26 +243,29 @@ def _check_bytes(value: object, high: int, what: str) -> None:
 
 
 def _check_observation(value: object) -> None:
-    if not isinstance(value, Mapping) or not 1 <= len(value) <= MAX_OBSERVATION_KEYS:
+    # type() first: the exact dict of a wire dict or a decoded map is the common case, and an
+    # ABC isinstance check per observation is measurable when sealing.
+    if (type(value) is not dict and not isinstance(value, Mapping)) or not (
+        1 <= len(value) <= MAX_OBSERVATION_KEYS
+    ):
         raise ValueError(f"an observation is a map of 1..{MAX_OBSERVATION_KEYS} keys")
-    if not all(isinstance(k, str) for k in value):
-        raise ValueError("observation keys must be text")
+    for key in value:
+        if type(key) is not str and not isinstance(key, str):
+            raise ValueError("observation keys must be text")
 
 
 def _check_phd(value: object) -> None:
-    if not isinstance(value, dict | Mapping) or len(value) > MAX_PHD_KEYS:
+    if (type(value) is not dict and not isinstance(value, Mapping)) or len(value) > MAX_PHD_KEYS:
         raise ValueError(f"phd info is a map of at most {MAX_PHD_KEYS} keys")
     for key, item in value.items():
-        if not isinstance(key, str) or not _is_scalar(item):
+        if not isinstance(key, str):
             raise ValueError("phd info maps text keys to short scalar values")
-
-
-def _is_scalar(value: object) -> bool:
-    return (
-        value is None
-        or isinstance(value, bool | int | bytes)
-        or (isinstance(value, str) and len(value) <= MAX_TEXT)
-    )
+        kind = type(item)
+        if kind is str or isinstance(item, str):
+            if len(item) > MAX_TEXT:
+                raise ValueError("phd info maps text keys to short scalar values")
+        elif item is not None and not isinstance(item, bool | int | bytes):
+            raise ValueError("phd info maps text keys to short scalar values")
 
 
 def _decode_section(section: bytes) -> list[cbor.CborValue]:
@@ -420,10 +423,18 @@ class Payload:
 # --------------------------------------------------------------------------- sealing
 
 
+# The framing [1, rcpt_kid, hpke_ct] in deterministic CBOR starts with these two bytes.
+_FRAME_START = cbor.encode([ENVELOPE_VERSION, b"", b""])[:2]
+
+
 def encrypt_signed(signed: bytes, recipient: RecipientKey) -> bytes:
     """HPKE-encrypt a COSE_Sign1 to ``recipient`` and frame it; EnvelopeError(too_large)."""
     sealed = crypto.hpke_seal(recipient.public_key, signed, info=hpke_info(recipient.kid))
-    envelope = cbor.encode([ENVELOPE_VERSION, recipient.kid, sealed])
+    head = cbor.encode_bytes_head
+    # [1, rcpt_kid, hpke_ct] assembled from its deterministic parts: the ciphertext is
+    # copied once, into the envelope (tests compare with cbor.encode).
+    kid = recipient.kid
+    envelope = b"".join((_FRAME_START, head(len(kid)), kid, head(len(sealed)), sealed))
     if len(envelope) > MAX_ENVELOPE_BYTES:
         raise _fail(RejectReason.TOO_LARGE)
     return envelope
@@ -493,6 +504,22 @@ class OpenedEnvelope:
 def _parse_frame(data: bytes) -> tuple[bytes, bytes]:
     if len(data) > MAX_ENVELOPE_BYTES:
         raise _fail(RejectReason.TOO_LARGE)
+    # Fast path: the one layout, byte by byte, with every bound of the strict path below;
+    # whatever it does not recognise goes to the strict path, which decides the reason.
+    if data[:2] == _FRAME_START:
+        kid_at = cbor.byte_string_at(data, 2)
+        if kid_at is not None and MIN_KID <= kid_at[1] - kid_at[0] <= MAX_KID:
+            sealed_at = cbor.byte_string_at(data, kid_at[1])
+            if (
+                sealed_at is not None
+                and sealed_at[1] == len(data)
+                and sealed_at[1] - sealed_at[0] >= _FRAME_OVERHEAD
+            ):
+                return data[kid_at[0] : kid_at[1]], data[sealed_at[0] :]
+    return _parse_frame_strict(data)
+
+
+def _parse_frame_strict(data: bytes) -> tuple[bytes, bytes]:
     try:
         frame = cbor.decode(data, max_depth=1, max_items=4, tags=frozenset())
     except cbor.CborError:

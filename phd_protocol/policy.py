@@ -100,13 +100,15 @@ class CredentialRecord:
     not_after: datetime
     revoked_at: datetime | None = None
     enrollment_ended_at: datetime | None = None
-    # Millisecond copies, computed once: checks run per envelope.
+    # Millisecond copies and the key's COSE alg, computed once: checks run per envelope.
     _window: tuple[int, int, int | None, int | None] = field(init=False, repr=False, compare=False)
+    _alg: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.kid) != 32:
             raise ValueError("a credential kid is the SHA-256 of the certificate (32 bytes)")
-        crypto.signature_algorithm(self.public_key)  # ValueError for other key types
+        # ValueError for other key types.
+        object.__setattr__(self, "_alg", crypto.signature_algorithm(self.public_key))
         window = (
             _ms(self.not_before),
             _ms(self.not_after),
@@ -257,7 +259,7 @@ def verify_envelope(
     if credential is None:
         raise EnvelopeError(RejectReason.UNKNOWN_CREDENTIAL)
     try:
-        cose.verify_sign1(message, credential.public_key)
+        cose.verify_sign1(message, credential.public_key, key_alg=credential._alg)
     except crypto.CryptoError:
         raise EnvelopeError(RejectReason.BAD_SIGNATURE) from None
     payload = Payload.decode(message.payload)

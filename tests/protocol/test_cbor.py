@@ -222,7 +222,7 @@ def test_fast_encoder_matches_the_reference_encoder(value: Any) -> None:
 def test_memo_tables_never_merge_values_that_encode_differently() -> None:
     # Equal Decimals with different exponents, ints equal to bools, long and short text: each
     # has its own encoding however often it recurs (the encoder memoises all of these).
-    values = [
+    values: list[Any] = [
         Decimal("80"),
         Decimal("80.0"),
         Decimal("8E+1"),
@@ -253,7 +253,7 @@ def test_subclasses_encode_as_their_base_value() -> None:
     class Exact(Decimal):
         pass
 
-    value = {"a": [Text("x"), Number(300), Exact("1.50"), bytearray(b"\x01")]}
+    value: dict[str, Any] = {"a": [Text("x"), Number(300), Exact("1.50"), bytearray(b"\x01")]}
     expected = {"a": ["x", 300, Decimal("1.50"), b"\x01"]}
     assert cbor.encode(value) == _reference_encode(expected)
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycose.algorithms import EdDSA, Es256
 from pycose.headers import KID, Algorithm
 from pycose.keys.cosekey import CoseKey
@@ -164,3 +166,60 @@ def test_structure_outside_the_profile_is_refused(data: bytes, why: str) -> None
 def test_sign_refuses_bad_kid() -> None:
     with pytest.raises(ValueError, match="kid"):
         cose.sign1(crypto.generate_signing_key(), kid=b"", payload=b"x")
+
+
+# --------------------------------------------------------------------------- fast paths
+# sign1/sig_structure assemble their bytes from parts and Sign1.decode reads the profile's one
+# layout directly; the generic encoder and the strict parser are their oracles.
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("alg", ALGS)
+def test_assembled_bytes_are_the_generic_encoding(size: int, alg: int) -> None:
+    key = crypto.generate_signing_key(alg)
+    payload = bytes(i % 251 for i in range(size))
+    signed = cose.sign1(key, kid=KID32, payload=payload)
+    message = Sign1.decode(signed)
+    expected = cbor.encode(
+        cbor.Tag(18, [message.protected, {}, message.payload, message.signature])
+    )
+    assert signed == expected
+    assert message.payload == payload
+    assert cose.sig_structure(message.protected, payload) == cbor.encode(
+        ["Signature1", message.protected, b"", payload]
+    )
+    cose.verify_sign1(message, key.public_key())
+
+
+def _outcome(data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", Sign1.decode(data)
+    except CoseError as exc:
+        return "refused", str(exc)
+
+
+def _strict_outcome(data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", Sign1._decode_strict(data, max_size=cbor.DEFAULT_MAX_SIZE)
+    except CoseError as exc:
+        return "refused", str(exc)
+
+
+_FAST_KEY = crypto.generate_signing_key()
+
+
+@given(st.data())
+@settings(max_examples=400)
+def test_fast_parser_agrees_with_the_strict_parser(data: st.DataObject) -> None:
+    payload = data.draw(st.binary(max_size=300))
+    kid = data.draw(st.binary(min_size=1, max_size=40))
+    mutated = bytearray(cose.sign1(_FAST_KEY, kid=kid, payload=payload))
+    for _ in range(data.draw(st.integers(0, 3))):
+        # Half the mutations hit the heads and the protected header, where layouts differ.
+        index = data.draw(st.one_of(st.integers(0, 60), st.integers(0, len(mutated) - 1)))
+        if index < len(mutated):
+            mutated[index] = data.draw(st.integers(0, 255))
+    # Truncated or extended (trailing bytes) about as often as left at full length.
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(mutated))))
+    candidate = bytes(mutated[:cut]) + data.draw(st.binary(max_size=2))
+    assert _outcome(candidate) == _strict_outcome(candidate)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phd_protocol import cbor, cose, crypto
+from phd_protocol import cbor, cose, crypto, envelope
 from phd_protocol.envelope import (
     MAX_ENVELOPE_BYTES,
     DeviceSigner,
@@ -477,3 +477,52 @@ def test_fuzz_mutated_envelopes_are_refused_with_a_reason(data: st.DataObject) -
         assert _open_or_reason(candidate) is None
     else:
         assert _open_or_reason(candidate) is not None
+
+
+# --------------------------------------------------------------------------- fast paths
+# The framing is assembled from parts when sealing and read directly when opening; the
+# generic encoder and the strict parser are their oracles.
+
+
+def _frame_outcome(parse: Any, data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", parse(data)
+    except EnvelopeError as exc:
+        return "refused", exc.reason
+
+
+@given(st.data())
+@settings(max_examples=400)
+def test_frame_fast_path_agrees_with_the_strict_parser(data: st.DataObject) -> None:
+    kid = data.draw(st.binary(min_size=1, max_size=envelope.MAX_KID + 8))
+    body = data.draw(st.binary(min_size=40, max_size=300))
+    mutated = bytearray(cbor.encode([1, kid, body]))
+    for _ in range(data.draw(st.integers(0, 3))):
+        index = data.draw(st.one_of(st.integers(0, 40), st.integers(0, len(mutated) - 1)))
+        if index < len(mutated):
+            mutated[index] = data.draw(st.integers(0, 255))
+    # Truncated or extended (trailing bytes) about as often as left at full length.
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(mutated))))
+    candidate = bytes(mutated[:cut]) + data.draw(st.binary(max_size=2))
+    assert _frame_outcome(envelope._parse_frame, candidate) == _frame_outcome(
+        envelope._parse_frame_strict, candidate
+    )
+
+
+@pytest.mark.parametrize("size", [0, 200, 300, 70_000])
+def test_assembled_framing_is_the_generic_encoding(size: int) -> None:
+    key = make_ingest()
+    signed = bytes(i % 253 for i in range(size))
+    if size > MAX_ENVELOPE_BYTES:
+        with pytest.raises(EnvelopeError) as info:
+            encrypt_signed(signed, key.recipient)
+        assert info.value.reason is R.TOO_LARGE
+        return
+    framed = encrypt_signed(signed, key.recipient)
+    frame = cbor.decode(framed)
+    assert isinstance(frame, list)
+    assert cbor.encode(frame) == framed
+    version, kid, sealed = frame
+    assert (version, kid) == (1, key.kid)
+    assert isinstance(sealed, bytes)
+    assert crypto.hpke_open(key.private_key, sealed, info=b"phd-envelope-v1/" + key.kid) == signed
