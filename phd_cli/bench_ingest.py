@@ -5,7 +5,9 @@ a pulse rate and a body temperature, plus the raw characteristic value, sealed b
 devices with real certificates from a fresh PKI):
 
 - crypto ceiling: open + verify alone (framing, HPKE, COSE, signature, policy), one core;
-- one worker: ``Ingestor.process`` over uplink batches of 64, committed, per database;
+- one worker: uplink batches of 64 exactly as the MQTT worker runs them (on PostgreSQL through
+  ``IngestPipeline``: batch N+1 verified while batch N commits), committed, per database; and
+  the same worker with batches strictly one after another, for comparison;
 - two workers: two processes sharing the batches on the same database (what a shared
   subscription does), wall-clock envelopes/s.
 
@@ -141,32 +143,55 @@ def _setup(root: Path, url: str, envelopes: int) -> tuple[list[bytes], Any]:
     return sealed, settings
 
 
-def _worker(settings: Any, batches: Sequence[Sequence[bytes]], barrier: Any, out: Any) -> None:
-    """One ingest worker process: build its context, wait for the start, process, report."""
+def _worker(
+    settings: Any, batches: Sequence[Sequence[bytes]], barrier: Any, out: Any, overlap: bool
+) -> None:
+    """One ingest worker process: build its context, wait for the start, process, report.
+
+    ``overlap``: as IngestWorker runs (through IngestPipeline, batch N+1 verified while N
+    commits, where ``worth_overlapping`` says so: PostgreSQL); otherwise Ingestor.process
+    one batch after the other.
+    """
     from hospital_server.context import ServerContext
+    from hospital_server.ingest.pipeline import IngestPipeline, worth_overlapping
     from hospital_server.ingest.runner import build_ingestor
+    from phd_protocol.wire import AckStatus, EnvelopeResult
 
     ctx = ServerContext.build(settings, broker_probe=lambda: False)
     ingestor = build_ingestor(ctx)
     with ctx.sessions() as s:  # warm the connection pool and caches outside the timing
         s.connection()
+    stored = [0]
+
+    def count(_token: None, results: list[EnvelopeResult]) -> None:
+        stored[0] += sum(1 for r in results if r.status is AckStatus.STORED)
+
     barrier.wait()
     start = time.perf_counter()
-    stored = 0
-    for batch in batches:
-        with ctx.sessions() as s:
-            results = ingestor.process(s, "bench-gw", list(batch))
-        stored += sum(1 for r in results if r.status.value == "stored")
-    out.put((stored, time.perf_counter() - start))
+    if overlap and worth_overlapping(ctx.engine):
+        pipeline: IngestPipeline[None] = IngestPipeline(ctx.sessions, ingestor, count)
+        for batch in batches:
+            pipeline.submit(None, "bench-gw", batch)
+        pipeline.close()
+    else:
+        for batch in batches:
+            with ctx.sessions() as s:
+                count(None, ingestor.process(s, "bench-gw", list(batch)))
+    out.put((stored[0], time.perf_counter() - start))
     ctx.close()
 
 
-def _run_workers(settings: Any, batches: list[list[bytes]], workers: int) -> tuple[int, float]:
+def _run_workers(
+    settings: Any, batches: list[list[bytes]], workers: int, *, overlap: bool = True
+) -> tuple[int, float]:
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(workers + 1)
     out = ctx.Queue()
     shares = [batches[i::workers] for i in range(workers)]
-    procs = [ctx.Process(target=_worker, args=(settings, share, barrier, out)) for share in shares]
+    procs = [
+        ctx.Process(target=_worker, args=(settings, share, barrier, out, overlap))
+        for share in shares
+    ]
     for p in procs:
         p.start()
     barrier.wait()
@@ -225,10 +250,10 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
         init_pki(PkiLayout(base / "pki"))
         LocalKeyFileProvider.create(base / "keys.json")
         for backend in ("sqlite", "postgresql"):
-            results: dict[int, float] = {}
+            results: dict[str, float] = {}
             ceiling = 0.0
-            for workers in (1, 2):
-                label = f"{backend}-{workers}"
+            for mode, workers, overlap in (("serial", 1, False), ("1", 1, True), ("2", 2, True)):
+                label = f"{backend}-{mode}"
                 if backend == "sqlite":
                     url = f"sqlite:///{base / label}.db"
                 else:
@@ -236,16 +261,22 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
                     url = pg.url(label)
                 console.print(f"ingest bench: preparing {total} envelopes on {label}")
                 envelopes, settings = _setup(base, url, total)
-                if workers == 1:
+                if mode == "1":
                     ceiling = _crypto_ceiling(settings, envelopes)
                 batches = [envelopes[i : i + BATCH] for i in range(0, total, BATCH)]
-                stored, wall = _run_workers(settings, batches, workers)
+                stored, wall = _run_workers(settings, batches, workers, overlap=overlap)
                 if stored != total:
                     console.print(f"[red]{label}: stored {stored} of {total}[/red]")
-                results[workers] = stored / wall
-            one, two = results[1], results[2]
+                results[mode] = stored / wall
+            one, two = results["1"], results["2"]
             rows += [
                 BenchRow(PART, f"{backend} crypto ceiling (open+verify, 1 core)", ceiling, "env/s"),
+                BenchRow(
+                    PART,
+                    f"{backend} 1 worker, batches one after another",
+                    results["serial"],
+                    "env/s",
+                ),
                 BenchRow(PART, f"{backend} 1 worker committed (3 obs/env)", one, "env/s"),
                 BenchRow(
                     PART,

@@ -89,7 +89,7 @@ from phd_protocol.policy import (
 )
 from phd_protocol.wire import MAX_ENVELOPE_BYTES, EnvelopeResult
 
-__all__ = ["IngestPolicy", "Ingestor", "process_envelope"]
+__all__ = ["IngestPolicy", "Ingestor", "PreparedBatch", "process_envelope"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,15 @@ class _Rejected:
     kid: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch after phase 1, ready for :meth:`Ingestor.commit`; opaque to callers."""
+
+    gateway_id: str
+    envelopes: tuple[bytes, ...]
+    batch: _Batch | None  # None: phase 1 met a transient database error (retry_later)
+
+
 @dataclass(slots=True)
 class _Batch:
     """Phase-1 output: what to write, and the answers already known."""
@@ -181,14 +190,33 @@ class Ingestor:
         self, session: Session, gateway_id: str, envelopes: Sequence[bytes]
     ) -> list[EnvelopeResult]:
         """Process one batch; returns one result per envelope, after the commit."""
+        return self.commit(session, self.prepare(session, gateway_id, envelopes))
+
+    def prepare(
+        self, session: Session, gateway_id: str, envelopes: Sequence[bytes]
+    ) -> PreparedBatch:
+        """Phase 1 (reads, open, verify, encrypt): nothing is written, nothing is answered.
+
+        Any number of batches may be prepared ahead of their :meth:`commit`: phase 2 decides
+        duplicates and replays against the database at write time, so a batch committed in
+        between is seen (:mod:`hospital_server.ingest.pipeline` overlaps the two).
+        """
         if not GATEWAY_ID.match(gateway_id):
             raise ValueError("gateway id must be 1-64 of [A-Za-z0-9_.-]")
+        envelopes = tuple(envelopes)
         try:
             batch = self._phase1(session, gateway_id, envelopes)
         except DBAPIError as exc:
             session.rollback()
             if not is_transient(exc):
                 raise
+            return PreparedBatch(gateway_id, envelopes, None)
+        return PreparedBatch(gateway_id, envelopes, batch)
+
+    def commit(self, session: Session, prepared: PreparedBatch) -> list[EnvelopeResult]:
+        """Phase 2 (one write transaction) and commit; one result per envelope."""
+        gateway_id, envelopes, batch = prepared.gateway_id, prepared.envelopes, prepared.batch
+        if batch is None:
             return self._all_retry(len(envelopes))
         try:
             self._phase2(session, gateway_id, batch)

@@ -4,7 +4,8 @@ Per message (DESIGN.md section 4, "Gateway uplink")::
 
     topic phd/v1/gw/{gateway_id}/up  ->  gateway id (validated)
     payload -> UplinkBatch.decode    ->  malformed batch: quarantined whole, message acked
-    Ingestor.process (commits)       ->  one EnvelopeResult per envelope
+    Ingestor.prepare, then .commit   ->  one EnvelopeResult per envelope (IngestPipeline:
+                                         batch N+1 is verified while batch N commits)
     publish UplinkAck to .../ack     ->  QoS 1, wait for the broker's PUBACK
     ack the inbound message          ->  only now may the broker forget it
 
@@ -27,11 +28,12 @@ from sqlmodel import select
 from hospital_server.context import ServerContext
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest.mqtt import InboundMessage, IngestMqtt, MqttError
+from hospital_server.ingest.pipeline import IngestPipeline, worth_overlapping
 from hospital_server.ingest.process import Ingestor
 from hospital_server.models import AuditEvent, Quarantine, utcnow
 from phd_protocol import crypto
 from phd_protocol.errors import RejectReason
-from phd_protocol.wire import UplinkAck, UplinkBatch, WireError
+from phd_protocol.wire import EnvelopeResult, UplinkAck, UplinkBatch, WireError
 
 __all__ = ["IngestWorker", "WorkerStats", "gateway_from_topic"]
 
@@ -54,6 +56,15 @@ class WorkerStats:
     malformed_batches: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """What the answer to one inbound message needs once its batch is committed."""
+
+    message: InboundMessage
+    gateway_id: str
+    batch_id: bytes
+
+
 class IngestWorker:
     def __init__(self, ctx: ServerContext, ingestor: Ingestor, mqtt: IngestMqtt) -> None:
         self.ctx = ctx
@@ -61,16 +72,29 @@ class IngestWorker:
         self.mqtt = mqtt
         self.stats = WorkerStats()
         self.stop = threading.Event()
+        self._pipeline: IngestPipeline[_Pending] | None = None
 
     def run(self) -> None:
-        """Handle messages until :attr:`stop` is set or the connection drops."""
-        while not self.stop.is_set():
-            message = self.mqtt.messages.get()
-            if message is None:
-                if self.mqtt.disconnected.is_set() or self.stop.is_set():
-                    break
-                continue
-            self.handle(message)
+        """Handle messages until :attr:`stop` is set or the connection drops.
+
+        On PostgreSQL batches go through an :class:`IngestPipeline`: the next batch is
+        verified while the previous one commits; each is answered (ack, then PUBACK) after its
+        own commit. On SQLite they are handled one after another (``worth_overlapping``).
+        """
+        if worth_overlapping(self.ctx.engine):
+            self._pipeline = IngestPipeline(self.ctx.sessions, self.ingestor, self._answer)
+        try:
+            while not self.stop.is_set():
+                message = self.mqtt.messages.get()
+                if message is None:
+                    if self.mqtt.disconnected.is_set() or self.stop.is_set():
+                        break
+                    continue
+                self.handle(message)
+        finally:
+            pipeline, self._pipeline = self._pipeline, None
+            if pipeline is not None:
+                pipeline.close()  # commits what was verified; unanswered ones are redelivered
 
     def handle(self, message: InboundMessage) -> None:
         gateway_id = gateway_from_topic(message.topic)
@@ -82,21 +106,31 @@ class IngestWorker:
         try:
             batch = UplinkBatch.decode(message.payload)
         except WireError as exc:
+            if self._pipeline is not None:
+                self._pipeline.flush()  # earlier messages are acknowledged first, in order
             self._quarantine_batch(gateway_id, message.payload, exc.rule)
             self.mqtt.ack(message)
             return
-        with self.ctx.sessions() as session:
-            results = self.ingestor.process(session, gateway_id, batch.envelopes)
-        ack = UplinkAck(id=batch.id, results=tuple(results))
+        pending = _Pending(message, gateway_id, batch.id)
+        if self._pipeline is None:  # SQLite, or called outside run(): one batch at a time
+            with self.ctx.sessions() as session:
+                self._answer(pending, self.ingestor.process(session, gateway_id, batch.envelopes))
+            return
+        self._pipeline.submit(pending, gateway_id, batch.envelopes)
+
+    def _answer(self, pending: _Pending, results: list[EnvelopeResult]) -> None:
+        """After the commit: publish the ack, wait for the broker's PUBACK, then PUBACK ours."""
+        ack = UplinkAck(id=pending.batch_id, results=tuple(results))
         try:
-            self.mqtt.publish_ack(gateway_id, ack.encode())
+            self.mqtt.publish_ack(pending.gateway_id, ack.encode())
+            self.mqtt.ack(pending.message)
         except MqttError:
             # Not acked to the broker: it will redeliver, and we answer "duplicate" then.
             log.warning(
-                "ack to gateway %s not confirmed; leaving the batch for redelivery", gateway_id
+                "ack to gateway %s not confirmed; leaving the batch for redelivery",
+                pending.gateway_id,
             )
             return
-        self.mqtt.ack(message)
         self.stats.batches += 1
         self.stats.envelopes += len(results)
         self.ctx.metrics.batches.labels(result="processed").inc()
