@@ -4,6 +4,7 @@ child's own children (its process group) go with it."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -125,3 +126,35 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+def test_stop_one_kills_or_stops_a_single_child_and_forgets_it(tmp_path: Path) -> None:
+    sup = Supervisor(tmp_path, stop_timeout=2.0)
+    try:
+        grandchild = (
+            "import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print('ok', p.pid, flush=True); time.sleep(60)"
+        )
+        crashed = sup.start("crashed", [sys.executable, "-c", grandchild])
+        stopped = sup.start("stopped", [sys.executable, "-c", "import time; time.sleep(60)"])
+        kept = sup.start("kept", [sys.executable, "-c", "import time; time.sleep(60)"])
+        deadline = time.monotonic() + 10
+        while "ok" not in crashed.log_tail() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        orphan = int(crashed.log_tail().split("ok", 1)[1].split()[0])
+        assert _alive(orphan)
+        assert sup.stop_one(crashed, signal.SIGKILL) == -signal.SIGKILL
+        assert sup.stop_one(stopped, signal.SIGTERM) == -signal.SIGTERM
+        # A crash takes the whole process group; the others keep running.
+        deadline = time.monotonic() + 5
+        while _alive(orphan) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(orphan)
+        assert not stopped.alive()
+        assert kept.alive()
+        assert [c.name for c in sup.children] == ["kept"]
+        with pytest.raises(ValueError, match="not a child"):
+            sup.stop_one(crashed)
+    finally:
+        sup.stop_all()
