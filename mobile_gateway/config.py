@@ -27,7 +27,7 @@ Example file (every key shown with its default, except the required ``[broker]``
     [uplink]
     batch_max_count = 64
     batch_max_bytes = 1048576
-    max_in_flight = 4
+    max_in_flight = 8
     ack_timeout = 30.0
     retry_base = 2.0
     retry_cap = 300.0
@@ -69,7 +69,7 @@ class GatewayConfig:
     outbox_max_bytes: int = 1 << 30
     batch_max_count: int = MAX_BATCH_ENVELOPES
     batch_max_bytes: int = MAX_BATCH_BYTES
-    max_in_flight: int = 4
+    max_in_flight: int = 8
     ack_timeout: float = 30.0
     retry_base: float = 2.0
     retry_cap: float = 300.0

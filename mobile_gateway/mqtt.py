@@ -1,11 +1,11 @@
 """paho-mqtt adapter: one MQTT v5 connection over mutual TLS, bridged into asyncio.
 
 The only module of mobile_gateway that imports paho. The bridge follows aiomqtt: paho's
-network loop runs in its own thread; its callbacks never do work, they only settle asyncio
-futures or feed a bounded queue through ``loop.call_soon_threadsafe``. Blocking paho calls
-(connect with its TLS handshake, publish, subscribe, disconnect) run in a worker thread so the
-event loop never waits on a paho lock. paho's exceptions and return codes are translated into
-:class:`~mobile_gateway.errors.MqttError` here and nowhere else.
+network loop runs in its own thread (``loop_start``); its callbacks never do work, they only
+settle asyncio futures or feed a bounded queue through ``loop.call_soon_threadsafe``. Blocking
+paho calls (connect with its TLS handshake, publish, subscribe, disconnect) run in a worker
+thread so the event loop never waits on a paho lock. paho's exceptions and return codes are
+translated into :class:`~mobile_gateway.errors.MqttError` here and nowhere else.
 
 One object = one connection. There is no automatic reconnect in here: the uplink owns the
 link state machine and the backoff (mobile_gateway.uplink), so it always knows whether the
@@ -19,7 +19,6 @@ import contextlib
 import functools
 import logging
 import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -107,8 +106,7 @@ class MqttConnection:
         # Both are touched only on the event loop thread.
         self._waiters: dict[int, asyncio.Future[int]] = {}
         self._early: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     # ----------------------------------------------------------------- lifecycle
     @classmethod
@@ -142,30 +140,23 @@ class MqttConnection:
             raise MqttError(f"unreachable:{type(exc).__name__}") from exc
         if rc != paho.MQTT_ERR_SUCCESS:
             raise MqttError(f"connect_failed:{paho.error_string(rc)}")
-        self._thread = threading.Thread(target=self._network_loop, name="mqtt-net", daemon=True)
-        self._thread.start()
+        # paho's own network thread (loop_forever without reconnect: it ends with the
+        # connection). With that thread registered, publish() only queues and wakes it; a
+        # loop we drove ourselves would let publish() write to the TLS socket from the
+        # calling thread while the loop thread reads it, and OpenSSL sockets are not safe
+        # for that (seen as "connection lost" under load).
+        self._client.loop_start()
+        self._started = True
         await asyncio.shield(self._connected)
 
-    def _network_loop(self) -> None:
-        # paho's loop() = select + read + write + keepalive; a non-success code means the
-        # connection is gone (on_disconnect has been or will be called).
-        while not self._stop.is_set():
-            rc = self._client.loop(timeout=0.2)
-            if rc != paho.MQTT_ERR_SUCCESS:
-                self._call(self._settle_closed, MqttError(f"lost:{paho.error_string(rc)}"))
-                break
-
     async def close(self) -> None:
-        """Send DISCONNECT (if connected), stop the network thread, fail pending waiters."""
-        if self._thread is not None and not self.closed.done():
-            with contextlib.suppress(Exception):  # best effort: the link may already be gone
-                await asyncio.to_thread(self._client.disconnect)
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            await asyncio.to_thread(thread.join, 5.0)
-        # paho has no public "close everything" for a client whose loop we drove ourselves;
-        # _reset_sockets closes the TCP socket and its wake-up socket pair.
+        """Send DISCONNECT (if connected), stop paho's thread, fail pending waiters."""
+        if self._started:
+            if not self.closed.done():
+                with contextlib.suppress(Exception):  # best effort: the link may be gone
+                    await asyncio.to_thread(self._client.disconnect)
+            await asyncio.to_thread(self._client.loop_stop)
+        # Also close what a failed connect() left open (socket and wake-up socket pair).
         await asyncio.to_thread(self._client._reset_sockets)
         self._settle_closed(MqttError("closed"))
 

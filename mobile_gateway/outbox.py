@@ -24,11 +24,15 @@ Entry state machine (one row per envelope)::
 reason to keep clinical ciphertext. "dead" rows stay, with their reason, in the
 ``dead_letter`` view until an operator purges them. An MQTT PUBACK changes nothing here.
 
-Durability: WAL journal with ``synchronous=FULL``. In WAL mode NORMAL skips the fsync of the
-WAL at each commit, so a power cut can lose the last commits even though the agent was told
-"accepted" and deleted its copy; FULL makes each commit durable before we answer. The fsync
-cost is amortised by group commit (:meth:`Outbox.put_many` stores every envelope that arrived
-while the previous commit was running in one transaction).
+Durability: WAL journal. Accepting is the one write that must be durable before we answer
+(the agent deletes its copy on "accepted"), so :meth:`Outbox.put_many` commits with
+``synchronous=FULL`` (in WAL mode NORMAL skips the fsync of the WAL at each commit, and a power
+cut could lose an envelope the agent was told was stored). Its fsync cost is amortised by group
+commit: every envelope that arrived while the previous commit ran is stored in one transaction.
+Every other write (claim, settle, status) commits with ``synchronous=NORMAL``: still atomic
+and consistent, and if a power cut loses one, the outcome is only a re-send (a lost claim is
+recovered as pending anyway; a lost "done" makes the entry go again and the hospital answers
+"duplicate"), never a lost envelope. The next FULL commit fsyncs the WAL including them.
 
 Threading: an :class:`Outbox` object is used from one thread only (SQLite's own rule);
 :class:`mobile_gateway.store.AsyncOutbox` gives asyncio code a single worker thread for it.
@@ -180,7 +184,7 @@ class Outbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)  # explicit transactions
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             # A crash mid-checkpoint is safe in WAL; bound the WAL file so it cannot grow
             # without limit on a small edge disk.
             self._db.execute("PRAGMA journal_size_limit=67108864")
@@ -214,7 +218,7 @@ class Outbox:
         ids: list[int | None] = []
         depth, size = self._depth, self._bytes
         try:
-            with self._tx():
+            with self._tx(durable=True):
                 for env in envelopes:
                     if depth + 1 > self._max_entries or size + len(env) > self._max_bytes:
                         ids.append(None)
@@ -269,8 +273,9 @@ class Outbox:
             raise OutboxError(f"claim failed: {type(exc).__name__}") from exc
         return out
 
-    def settle(self, settlements: Iterable[Settlement]) -> int:
-        """Apply ack outcomes in one transaction; returns how many entries changed state."""
+    def settle(self, settlements: Iterable[Settlement], meta: dict[str, str] | None = None) -> int:
+        """Apply ack outcomes (and status ``meta``) in one transaction; returns how many
+        entries changed state."""
         now = self._clock()
         changed = 0
         done = 0
@@ -310,6 +315,8 @@ class Outbox:
                         )
                 if done:
                     self._bump("done_total", done)
+                if meta:
+                    self._set_meta(meta)
         except sqlite3.Error as exc:
             raise OutboxError(f"settle failed: {type(exc).__name__}") from exc
         self._depth -= freed_entries
@@ -320,13 +327,16 @@ class Outbox:
         """Small status facts (link state, last ack) that ``phd gateway status`` reads."""
         try:
             with self._tx():
-                self._db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    list(values.items()),
-                )
+                self._set_meta(values)
         except sqlite3.Error as exc:
             raise OutboxError(f"meta update failed: {type(exc).__name__}") from exc
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        self._db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            list(values.items()),
+        )
 
     def purge_dead(self) -> int:
         with self._tx():
@@ -368,24 +378,32 @@ class Outbox:
         finally:
             self._db.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _tx(self, *, durable: bool = False) -> _Transaction:
+        return _Transaction(self._db, durable=durable)
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; ``durable`` commits with
+    synchronous=FULL (fsync before returning), see the module docstring."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, *, durable: bool) -> None:
         self._db = db
+        self._durable = durable
 
     def __enter__(self) -> None:
+        if self._durable:
+            self._db.execute("PRAGMA synchronous=FULL")  # cannot change inside a transaction
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
+        try:
+            if exc_type is None:
+                self._db.execute("COMMIT")
+            else:
+                self._db.execute("ROLLBACK")
+        finally:
+            if self._durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
 
 
 def read_stats(db: sqlite3.Connection) -> OutboxStats:

@@ -100,9 +100,11 @@ class AsyncOutbox:
             )
         )
 
-    async def settle(self, settlements: Iterable[Settlement]) -> int:
+    async def settle(
+        self, settlements: Iterable[Settlement], meta: dict[str, str] | None = None
+    ) -> int:
         items = list(settlements)
-        return await self._run(functools.partial(self._outbox.settle, items))
+        return await self._run(functools.partial(self._outbox.settle, items, meta))
 
     async def set_meta(self, values: dict[str, str]) -> None:
         await self._run(functools.partial(self._outbox.set_meta, dict(values)))

@@ -74,7 +74,7 @@ class UplinkSettings:
     gateway_id: str
     batch_max_count: int
     batch_max_bytes: int
-    max_in_flight: int = 4
+    max_in_flight: int = 8
     ack_timeout: float = 30.0
     retry: Backoff = field(default_factory=lambda: Backoff(base=2.0, cap=300.0))
     reconnect: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))
@@ -122,6 +122,7 @@ class Uplink:
         self._outstanding: dict[bytes, _Batch] = {}
         self._recent: OrderedDict[bytes, _Batch] = OrderedDict()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
+        self._publishing: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
     # ----------------------------------------------------------------- control
@@ -206,9 +207,10 @@ class Uplink:
         try:
             done, _ = await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in tasks:
+            pending = tasks | self._publishing
+            for t in pending:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
         if closed in done:
             return closed.result().reason
         for finished in done:
@@ -226,6 +228,9 @@ class Uplink:
         topic = up_topic(self._s.gateway_id)
         while True:
             await self._slots.acquire()
+            # Cleared before the claim: a commit that lands after it sets the event again,
+            # so no wake-up is lost between "nothing due" and the wait below.
+            self._wake.clear()
             try:
                 batch = await self._claim()
             except BaseException:
@@ -233,7 +238,6 @@ class Uplink:
                 raise
             if batch is None:
                 self._slots.release()
-                self._wake.clear()
                 due = await self._outbox.next_due()
                 wait = self._s.idle_poll
                 if due is not None:
@@ -244,14 +248,24 @@ class Uplink:
                 continue
             wire, record = batch
             self._outstanding[wire.id] = record
-            try:
-                await conn.publish(topic, wire.encode(), qos=1, ack_wait=self._s.ack_timeout)
-            except MqttError as exc:
-                if exc.code is None:
-                    raise  # the link is gone; the session ends and everything is requeued
-                # Refused by the broker (e.g. 135 not authorized): keep the entries, back off.
-                log.warning("batch refused by broker: reason code %d", exc.code)
-                await self._expire(wire.id, self._outstanding.pop(wire.id))
+            # The PUBACK is awaited aside, so up to max_in_flight batches are on the wire.
+            task = asyncio.create_task(self._publish(conn, topic, wire), name="uplink-publish")
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+    async def _publish(self, conn: MqttConnection, topic: str, wire: UplinkBatch) -> None:
+        try:
+            await conn.publish(topic, wire.encode(), qos=1, ack_wait=self._s.ack_timeout)
+        except MqttError as exc:
+            if exc.code is None:
+                # Link trouble: conn.closed ends the session and requeues; a lost PUBACK
+                # is left to the ack timeout.
+                return
+            # Refused by the broker (e.g. 135 not authorized): keep the entries, back off.
+            log.warning("batch refused by broker: reason code %d", exc.code)
+            record = self._outstanding.pop(wire.id, None)
+            if record is not None:
+                await self._expire(wire.id, record)
 
     async def _claim(self) -> tuple[UplinkBatch, _Batch] | None:
         batch_id = UplinkBatch.new([b"\x00"]).id  # a fresh random 16-byte id
@@ -310,7 +324,6 @@ class Uplink:
                 await self._requeue(record)
                 continue
             await self._apply(record, ack.results)
-            await self._outbox.set_meta({"last_ack_at": _now_text()})
             self._wake.set()
 
     async def _apply(self, record: _Batch, results: tuple[EnvelopeResult, ...]) -> None:
@@ -334,7 +347,7 @@ class Uplink:
                 settlements.append(
                     Settlement(entry_id=entry_id, event=EntryEvent.RETRY, delay=delay)
                 )
-        await self._outbox.settle(settlements)
+        await self._outbox.settle(settlements, {"last_ack_at": _now_text()})
 
     # ----------------------------------------------------------------- timeouts
     async def _timeout_loop(self) -> None:
