@@ -326,7 +326,8 @@ class IngestedEnvelope(SQLModel, table=True):
 class Observation(SQLModel, table=True):
     __tablename__ = "observation"
     __table_args__ = (
-        UniqueConstraint("device_id", "content_id", name="uq_observation_device_content"),
+        # content_id (a keyed MAC, spread uniformly) leads: ingest looks readings up by it.
+        UniqueConstraint("content_id", "device_id", name="uq_observation_device_content"),
         Index("ix_observation_patient_time", "patient_id", "measured_at"),
     )
 

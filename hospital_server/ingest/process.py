@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, tuple_
+from sqlalchemy import Table
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, col, select
@@ -490,7 +490,13 @@ class Ingestor:
                     col(IngestedEnvelope.kid),
                     col(IngestedEnvelope.seq),
                     col(IngestedEnvelope.signed_digest),
-                ).where(tuple_(col(IngestedEnvelope.kid), col(IngestedEnvelope.seq)).in_(keys))
+                ).where(
+                    # Two plain IN lists (one index scan with array keys on PostgreSQL) instead
+                    # of a row-value IN, which PostgreSQL plans as one OR branch per pair.
+                    # They select a superset of the pairs; the lookup below keeps the exact ones.
+                    col(IngestedEnvelope.kid).in_({kid for kid, _ in keys}),
+                    col(IngestedEnvelope.seq).in_({seq for _, seq in keys}),
+                )
             )
         }
         pairs = {(a.device_id, cid) for a in batch.accepted for cid in a.content_ids}
@@ -499,8 +505,11 @@ class Ingestor:
             known.update(
                 (device, mac)
                 for device, mac in session.connection().execute(
+                    # content_id leads the unique index; the MAC binds the device already, so
+                    # a MAC match on another device is impossible in practice and is filtered
+                    # out below by the pair check anyway.
                     sa_select(col(Observation.device_id), col(Observation.content_id)).where(
-                        tuple_(col(Observation.device_id), col(Observation.content_id)).in_(pairs)
+                        col(Observation.content_id).in_({mac for _, mac in pairs})
                     )
                 )
             )

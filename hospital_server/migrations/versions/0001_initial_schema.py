@@ -236,7 +236,7 @@ def upgrade() -> None:
             ["patient.id"],
         ),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("device_id", "content_id", name="uq_observation_device_content"),
+        sa.UniqueConstraint("content_id", "device_id", name="uq_observation_device_content"),
     )
     with op.batch_alter_table("observation", schema=None) as batch_op:
         batch_op.create_index(
