@@ -145,7 +145,8 @@ class MqttConnection:
         # loop we drove ourselves would let publish() write to the TLS socket from the
         # calling thread while the loop thread reads it, and OpenSSL sockets are not safe
         # for that (seen as "connection lost" under load).
-        self._client.loop_start()
+        # loop_start() builds paho's wake-up socket pair with a blocking accept().
+        await asyncio.to_thread(self._client.loop_start)
         self._started = True
         await asyncio.shield(self._connected)
 
