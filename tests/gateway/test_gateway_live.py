@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
 import stat
 import sys
@@ -279,3 +280,35 @@ async def test_kill_9_during_stream_then_restart_loses_nothing(
         assert await proc.wait() == 0
     assert set(acker.stored) <= set(sent)  # nothing invented, nothing altered
     assert len(acker.stored) == len(set(acker.stored))
+
+
+async def fetch_metrics(port: int) -> str:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+    await writer.drain()
+    body = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return body.decode()
+
+
+async def test_metrics_and_status_command(
+    mosquitto: MosquittoBroker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    config = gw_config(mosquitto, tmp_path, metrics_port=port)
+    async with running(config) as gw, acking(mosquitto):
+        await send(config.socket_path, envs("m", 5))
+        await until(lambda: gw.outbox is not None and gw.outbox.depth == 0)
+        text = await fetch_metrics(port)
+        assert 'phd_gateway_acks_total{status="stored"} 5.0' in text
+        assert "phd_gateway_outbox_depth 0.0" in text
+        assert "phd_gateway_link_up 1.0" in text
+    main = (await asyncio.to_thread(importlib.import_module, "phd_cli.main")).main  # rich stats cwd
+    rc = await asyncio.to_thread(
+        main, ["gateway", "status", "--outbox", str(config.outbox_path), "--json"]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert '"done_total": 5' in out
+    assert '"link_state": "stopped"' in out
