@@ -53,8 +53,10 @@ __all__ = [
     "Tag",
     "byte_string_at",
     "decode",
+    "decode_item",
     "encode",
     "encode_bytes_head",
+    "head_at",
 ]
 
 TAG_DECIMAL_FRACTION = 4  # RFC 8949 section 3.4.4
@@ -615,6 +617,43 @@ def byte_string_at(data: bytes, pos: int) -> tuple[int, int] | None:
     else:  # another major type, a 64-bit length (beyond any bound of ours), or truncated
         return None
     return (start, end) if end <= len(data) else None
+
+
+def head_at(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """``(major type, argument, offset after the head)`` of the head at ``data[pos]``, or None.
+
+    None for a head :func:`decode` would refuse (not the shortest form, reserved additional
+    information, indefinite length, floats and extended simple values) or that runs past the
+    end. Like :func:`byte_string_at`, for fast paths over fixed layouts that fall back to
+    :func:`decode` on None; it checks the head only, not what follows it.
+    """
+    try:
+        return _head_at(data, pos)
+    except (CborError, IndexError, struct.error):
+        return None
+
+
+def decode_item(
+    data: bytes,
+    pos: int,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_items: int = DEFAULT_MAX_ITEMS,
+    tags: frozenset[int] = frozenset({TAG_DECIMAL_FRACTION}),
+) -> tuple[CborValue, int]:
+    """Decode the one data item starting at ``data[pos]``: ``(value, offset after it)``.
+
+    The rules and bounds of :func:`decode`, except that bytes may follow the item (the caller
+    decides what comes next). CborError otherwise.
+    """
+    if not isinstance(data, bytes):
+        raise TypeError("decode_item() takes bytes")
+    if not 0 <= pos < len(data):
+        raise CborError("truncated", pos, "no data item at this offset")
+    try:
+        return _item(data, pos, max_depth, _Budget(max_items, tags))
+    except (IndexError, struct.error):
+        raise CborError("truncated", len(data), "input ends inside a data item") from None
 
 
 def decode(

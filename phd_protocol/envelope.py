@@ -289,6 +289,58 @@ def _raw_record(value: object) -> RawRecord:
     return RawRecord(uuid=value["uuid"], t=value["t"], b=value["b"])
 
 
+# The payload map as the deterministic encoding lays it out: its eight keys in their one order
+# (sorted by encoding, RFC 8949 section 4.2.1), each with the major type its value must have.
+_PAYLOAD_MAJOR = {"v": 0, "dev": 3, "seq": 0, "ts": 0, "rcpt": 2, "obs": 2, "raw": 2, "phd": 5}
+_PAYLOAD_LAYOUT = tuple(
+    sorted((cbor.encode(key), key, major) for key, major in _PAYLOAD_MAJOR.items())
+)
+_PAYLOAD_HEAD = cbor.encode(dict.fromkeys(_PAYLOAD_MAJOR, 0))[:1]  # a map of eight pairs
+
+
+def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | None:
+    """The payload map read along its one layout, or None to leave it to :func:`cbor.decode`.
+
+    Succeeds only on input the strict decoder decodes to the same dict: every key at its
+    place, every head in shortest form (``cbor.head_at``), text valid UTF-8, the phd map
+    through the strict decoder itself (depth 1: scalars only, as depth 2 allows there), and
+    nothing after the last value. Type and bound checks then run alike for both paths.
+    """
+    if len(data) > MAX_ENVELOPE_BYTES or data[:1] != _PAYLOAD_HEAD:
+        return None
+    values: dict[cbor.CborKey, cbor.CborValue] = {}
+    pos = 1
+    for encoded_key, key, major in _PAYLOAD_LAYOUT:
+        start = pos + len(encoded_key)
+        if data[pos:start] != encoded_key:
+            return None
+        if major == 5:
+            try:
+                values[key], pos = cbor.decode_item(data, start, max_depth=1, tags=frozenset())
+            except cbor.CborError:
+                return None
+            continue
+        head = cbor.head_at(data, start)
+        if head is None or head[0] != major:
+            return None
+        _, argument, pos = head
+        if major == 0:
+            values[key] = argument
+            continue
+        end = pos + argument
+        if end > len(data):
+            return None
+        if major == 2:
+            values[key] = data[pos:end]
+        else:
+            try:
+                values[key] = data[pos:end].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        pos = end
+    return values if pos == len(data) else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Payload:
     """The signed content of an envelope (see the module docstring for the CBOR map).
@@ -397,11 +449,15 @@ class Payload:
 
         Sections are checked to be byte strings here and parsed only on demand.
         """
-        try:
-            # Depth 2: the payload map and the phd map; no tags (Decimals live in sections).
-            value = cbor.decode(data, max_depth=2, max_size=MAX_ENVELOPE_BYTES, tags=frozenset())
-        except cbor.CborError:
-            raise _fail(RejectReason.MALFORMED) from None
+        value: cbor.CborValue = _decode_payload_fast(data) if type(data) is bytes else None
+        if value is None:
+            try:
+                # Depth 2: the payload map and the phd map; no tags (Decimals are in sections).
+                value = cbor.decode(
+                    data, max_depth=2, max_size=MAX_ENVELOPE_BYTES, tags=frozenset()
+                )
+            except cbor.CborError:
+                raise _fail(RejectReason.MALFORMED) from None
         if not isinstance(value, dict) or value.keys() != _PAYLOAD_KEYS:
             raise _fail(RejectReason.MALFORMED)
         if value["v"] != ENVELOPE_VERSION or type(value["v"]) is not int:

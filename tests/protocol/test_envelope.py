@@ -526,3 +526,66 @@ def test_assembled_framing_is_the_generic_encoding(size: int) -> None:
     assert (version, kid) == (1, key.kid)
     assert isinstance(sealed, bytes)
     assert crypto.hpke_open(key.private_key, sealed, info=b"phd-envelope-v1/" + key.kid) == signed
+
+
+def _sample_payload(seq: int, ts: int) -> bytes:
+    return Payload.build(
+        device_id=DEVICE_ID,
+        seq=seq,
+        ts=ts,
+        rcpt=b"\x01" * 16,
+        observations=sample_observations(2),
+        raw=sample_raw(1),
+        phd=SAMPLE_PHD,
+    ).encode()
+
+
+@given(st.data())
+@settings(max_examples=400)
+def test_payload_fast_path_agrees_with_the_strict_decoder(data: st.DataObject) -> None:
+    seq = data.draw(st.one_of(st.integers(0, 30), st.integers(0, envelope.MAX_SEQ)))
+    mutated = bytearray(_sample_payload(seq, data.draw(st.integers(0, 2**40))))
+    for _ in range(data.draw(st.integers(0, 3))):
+        index = data.draw(st.one_of(st.integers(0, 80), st.integers(0, len(mutated) - 1)))
+        if index < len(mutated):
+            mutated[index] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.one_of(st.none(), st.integers(0, len(mutated))))
+    candidate = bytes(mutated[:cut]) + data.draw(st.binary(max_size=2))
+    fast = envelope._decode_payload_fast(candidate)
+    try:
+        strict: Any = cbor.decode(candidate, max_depth=2, tags=frozenset())
+    except cbor.CborError:
+        strict = None
+    if fast is not None:  # the fast path may decline, never disagree
+        assert fast == strict
+        assert [type(v) for v in fast.values()] == [type(v) for v in strict.values()]
+
+
+def test_payload_fast_path_reads_every_valid_payload() -> None:
+    for seq, ts in [(0, 0), (23, 24), (24, 2**32), (2**63 - 1, 2**63 - 1)]:
+        encoded = _sample_payload(seq, ts)
+        assert envelope._decode_payload_fast(encoded) == cbor.decode(
+            encoded, max_depth=2, tags=frozenset()
+        )
+        assert Payload.decode(encoded).encode() == encoded
+
+
+def test_payload_fast_path_declines_every_retyped_value() -> None:
+    # Each value's head given every other major type (same argument): the fast path must
+    # decline or agree with the strict decoder, never read the value as its usual type.
+    encoded = _sample_payload(30, T0_MS)
+    heads = []
+    pos = 1
+    for encoded_key, _key, _major in envelope._PAYLOAD_LAYOUT:
+        pos += len(encoded_key)
+        heads.append(pos)
+        _value, pos = cbor.decode_item(encoded, pos, max_depth=1, tags=frozenset())
+    assert pos == len(encoded)
+    for at in heads:
+        for major in range(8):
+            candidate = bytearray(encoded)
+            candidate[at] = major << 5 | candidate[at] & 0x1F
+            fast = envelope._decode_payload_fast(bytes(candidate))
+            if fast is None:
+                continue
+            assert fast == cbor.decode(bytes(candidate), max_depth=2, tags=frozenset())
