@@ -364,7 +364,9 @@ def verify_chain(
         _check_name_constraints(path)
         if crls is not None:
             _check_revocation(path, crls, at)
-    except ValueError as exc:
-        # cryptography parses extensions lazily: a damaged extension surfaces here, once.
+    except (ValueError, x509.DuplicateExtension) as exc:
+        # cryptography parses extensions lazily: a damaged or repeated extension surfaces here,
+        # once (DuplicateExtension is not a ValueError; hypothesis found one by flipping a bit
+        # of an extension OID into another extension's).
         raise CertificateError(_R.MALFORMED, "a certificate or CRL does not parse") from exc
     return VerifiedChain(path=tuple(path), purpose=purpose, at=at)

@@ -679,3 +679,15 @@ def test_any_single_byte_tampering_is_refused_with_a_certificate_error(
         return  # refused at parsing: fine
     with pytest.raises(CertificateError):
         verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
+
+
+def test_a_repeated_extension_is_refused_as_malformed() -> None:
+    # Regression found by the fuzz test above: turning the AuthorityKeyIdentifier OID
+    # (2.5.29.35) into SubjectKeyIdentifier (2.5.29.14) repeats an extension, and cryptography
+    # raises DuplicateExtension (not a ValueError) when the extensions are first read.
+    data = bytearray(_FUZZ_LEAF_DER)
+    at = data.index(b"\x06\x03\x55\x1d\x23") + 4
+    data[at] = 0x0E
+    tampered = x509.load_der_x509_certificate(bytes(data))
+    with refused(R.MALFORMED):
+        verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
