@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
 
 from mobile_gateway.backoff import Backoff
 from mobile_gateway.config import GatewayConfig
-from mobile_gateway.errors import ConfigError
+from mobile_gateway.errors import ConfigError, OutboxError
 from mobile_gateway.ingress import IngressServer
 from mobile_gateway.metrics import GatewayMetrics
 from mobile_gateway.mqtt import MqttConnection, MqttSettings
@@ -52,6 +54,8 @@ class Gateway:
             cfg.outbox_path, max_entries=cfg.outbox_max_entries, max_bytes=cfg.outbox_max_bytes
         )
         self.outbox = outbox
+        # Lets `phd gateway status` tell a running gateway from a stale "connected".
+        await outbox.set_meta({"pid": str(os.getpid()), "started_at": f"{time.time():.3f}"})
         metrics = GatewayMetrics(depth=lambda: outbox.depth)
         if cfg.metrics_port:
             await asyncio.to_thread(metrics.serve, cfg.metrics_host, cfg.metrics_port)
@@ -103,6 +107,8 @@ class Gateway:
             uplink.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await uplink_task
+            with contextlib.suppress(OutboxError):
+                await outbox.set_meta({"pid": ""})  # a clean stop: not running any more
             await outbox.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ class GatewayStatus:
     oldest_pending_age: float | None
     done_total: int
     link_state: str
+    running: bool
     last_ack_age: float | None
     dead_letters: tuple[DeadLetter, ...]
 
@@ -48,6 +49,15 @@ def read_status(outbox_path: Path, *, now: float | None = None) -> GatewayStatus
         oldest_pending_age=None if stats.oldest_pending_at is None else t - stats.oldest_pending_at,
         done_total=stats.done_total,
         link_state=stats.meta.get("link_state", "unknown"),
+        running=_alive(stats.meta.get("pid")),
         last_ack_age=None if last_ack is None else t - float(last_ack),
         dead_letters=dead,
     )
+
+
+def _alive(pid_text: str | None) -> bool:
+    """Whether the process that last ran this outbox still exists (link_state is only
+    meaningful then; after a crash it keeps its last value)."""
+    if pid_text is None or not pid_text.isdigit():
+        return False
+    return Path(f"/proc/{int(pid_text)}").exists()

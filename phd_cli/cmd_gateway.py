@@ -115,7 +115,8 @@ def _status(args: argparse.Namespace) -> int:
         "bytes_queued": st.bytes_queued,
         "oldest_pending_age_s": st.oldest_pending_age,
         "done_total": st.done_total,
-        "link_state": st.link_state,
+        "running": st.running,
+        "link_state": st.link_state if st.running else f"{st.link_state} (not running)",
         "last_ack_age_s": st.last_ack_age,
         "dead_letters": [
             {"id": d.entry_id, "reason": d.reason, "attempts": d.attempts} for d in st.dead_letters

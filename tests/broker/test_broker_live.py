@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hospital_server.broker.control import disable_gateway, enable_gateway
+from hospital_server.broker.control import add_gateway, disable_gateway, enable_gateway
 from hospital_server.pki.ca import generate_crls, issue_client_certificate, revoke
 from hospital_server.pki.layout import PkiLayout
 from mobile_gateway.errors import MqttError
@@ -195,6 +195,43 @@ async def test_gateway_cannot_use_the_control_api(mosquitto: MosquittoBroker) ->
     try:
         with pytest.raises(MqttError) as info:
             await conn.publish("$CONTROL/dynamic-security/v1", b"{}", content_type=None)
+        assert info.value.code == NOT_AUTHORIZED
+    finally:
+        await conn.close()
+
+
+async def test_device_credential_cannot_act_on_the_broker(
+    fresh_mosquitto: MosquittoBroker,
+) -> None:
+    # A stolen device key (device CA, no clientAuth EKU) tried as a TLS client certificate,
+    # and a gateway-CA certificate whose name is not a configured gateway.
+    from hospital_server.pki.ca import issue_gateway
+    from phd_protocol.pki.purpose import Purpose
+
+    layout = fresh_mosquitto.layout
+    device = await asyncio.to_thread(
+        issue_client_certificate, layout, "dev-1", ca="device", purpose=Purpose.DEVICE_CREDENTIAL
+    )
+    ctx = client_context(
+        ca_file=layout.ca_cert("service"), cert_file=device.chain, key_file=device.key
+    )
+    await refused(fresh_mosquitto, ctx)
+    # A newly issued gateway that the broker has not been told about yet: default deny.
+    await asyncio.to_thread(issue_gateway, layout, "gw-new")
+    conn = await connect(fresh_mosquitto, gw_ctx(layout, "gw-new"), "gw-new")
+    try:
+        with pytest.raises(MqttError) as info:
+            await conn.publish("phd/v1/gw/gw-new/up", b"\xa0")
+        assert info.value.code == NOT_AUTHORIZED
+    finally:
+        await conn.close()
+    # Added at run time through dynsec: no broker restart, and only its own topic.
+    await asyncio.to_thread(add_gateway, fresh_mosquitto.control_settings(), "gw-new")
+    conn = await connect(fresh_mosquitto, gw_ctx(layout, "gw-new"), "gw-new")
+    try:
+        assert await conn.publish("phd/v1/gw/gw-new/up", b"\xa0") < 0x80
+        with pytest.raises(MqttError) as info:
+            await conn.publish("phd/v1/gw/gw-1/up", b"\xa0")
         assert info.value.code == NOT_AUTHORIZED
     finally:
         await conn.close()

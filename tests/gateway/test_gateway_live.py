@@ -278,6 +278,10 @@ async def test_kill_9_during_stream_then_restart_loses_nothing(
         await until(lambda: set(accepted) <= set(acker.stored), 30)
         proc.send_signal(signal.SIGTERM)
         assert await proc.wait() == 0
+    # Graceful stop: nothing left in flight, link closed, the status says it is not running.
+    status = await asyncio.to_thread(read_status, tmp_path / "outbox.db")
+    assert (status.in_flight, status.link_state, status.running) == (0, "stopped", False)
+    assert status.done_total >= len(set(accepted))
     assert set(acker.stored) <= set(sent)  # nothing invented, nothing altered
     assert len(acker.stored) == len(set(acker.stored))
 
@@ -311,4 +315,4 @@ async def test_metrics_and_status_command(
     assert rc == 0
     out = capsys.readouterr().out
     assert '"done_total": 5' in out
-    assert '"link_state": "stopped"' in out
+    assert '"link_state": "stopped (not running)"' in out
