@@ -51,3 +51,15 @@ def test_existing_dynsec_state_is_kept_unless_reset(dev_pki: PkiLayout, tmp_path
     assert "at run time" in files.dynsec.read_text(encoding="utf-8")
     write_broker_config(dev_pki, tmp_path / "b", port=2, overwrite_dynsec=True)
     assert "at run time" not in files.dynsec.read_text(encoding="utf-8")
+
+
+def test_phd_broker_config_command(dev_pki: PkiLayout, tmp_path: Path) -> None:
+    from phd_cli.main import main
+
+    out = tmp_path / "cli"
+    rc = main(
+        ["broker", "config", "--pki", str(dev_pki.root), "--out", str(out), "--port", "18999"]
+    )
+    assert rc == 0
+    assert "listener 18999 127.0.0.1" in (out / "mosquitto.conf").read_text(encoding="utf-8")
+    assert json.loads((out / "dynamic-security.json").read_text(encoding="utf-8"))["roles"]

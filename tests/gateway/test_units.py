@@ -116,3 +116,39 @@ async def test_ingress_refuses_to_replace_a_regular_file(tmp_path: Path) -> None
     with pytest.raises(OSError, match="not a socket"):
         await server.start()
     await box.close()
+
+
+async def test_ingress_limits_connections_and_idle_agents(tmp_path: Path) -> None:
+    from mobile_gateway.store import AsyncOutbox
+    from phd_protocol.ingress import IngressStatus, ReplyReader, encode_request
+
+    box = await AsyncOutbox.open(tmp_path / "o.db", max_entries=10, max_bytes=10_000)
+    accepted: list[int] = []
+    server = IngressServer(
+        tmp_path / "s" / "in.sock",
+        box,
+        GatewayMetrics(),
+        mode=0o600,
+        max_connections=1,
+        idle_timeout=0.3,
+        on_accepted=lambda: accepted.append(1),
+    )
+    await server.start()
+    path = str(tmp_path / "s" / "in.sock")
+    try:
+        mode = (await asyncio.to_thread((tmp_path / "s" / "in.sock").stat)).st_mode
+        assert mode & 0o777 == 0o600
+        r1, w1 = await asyncio.open_unix_connection(path)
+        w1.write(encode_request(b"one"))
+        assert ReplyReader().feed(await r1.read(64))[0].status is IngressStatus.ACCEPTED
+        r2, w2 = await asyncio.open_unix_connection(path)  # over the limit
+        reply = ReplyReader().feed(await r2.read(64))[0]
+        assert (reply.status, reply.reason) == (IngressStatus.BUSY, "too_many_connections")
+        w2.close()
+        # An agent that goes quiet is disconnected after the idle timeout.
+        assert await asyncio.wait_for(r1.read(64), 2) == b""
+        w1.close()
+        assert accepted == [1]
+    finally:
+        await server.stop()
+        await box.close()
