@@ -627,6 +627,11 @@ def head_at(data: bytes, pos: int) -> tuple[int, int, int] | None:
     end. Like :func:`byte_string_at`, for fast paths over fixed layouts that fall back to
     :func:`decode` on None; it checks the head only, not what follows it.
     """
+    if not 0 <= pos < len(data):
+        return None
+    initial = data[pos]
+    if initial & 0x1F < 24:  # a one-byte head is always the shortest
+        return initial >> 5, initial & 0x1F, pos + 1
     try:
         return _head_at(data, pos)
     except (CborError, IndexError, struct.error):

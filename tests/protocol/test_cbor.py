@@ -262,3 +262,26 @@ def test_subclasses_encode_as_their_base_value() -> None:
 def test_bytes_head_frames_a_byte_string_like_encode(size: int) -> None:
     data = b"\xab" * size
     assert cbor.encode_bytes_head(size) + data == cbor.encode(data)
+
+
+@given(st.binary(max_size=40), st.integers(0, 3))
+@settings(max_examples=1500)
+def test_fast_path_helpers_never_disagree_with_decode(data: bytes, pos: int) -> None:
+    # byte_string_at and head_at may answer None where decode would accept; never a value
+    # that decode would read differently or refuse.
+    bounds = cbor.byte_string_at(data, pos)
+    if bounds is not None:
+        assert cbor.decode(data[pos : bounds[1]]) == data[bounds[0] : bounds[1]]
+    head = cbor.head_at(data, pos)
+    if head is not None and head[0] in {0, 1}:
+        major, argument, end = head
+        assert cbor.decode(data[pos:end]) == (argument if major == 0 else -1 - argument)
+
+
+@given(_values, st.binary(max_size=4))
+@settings(max_examples=200)
+def test_decode_item_stops_at_the_end_of_the_item(value: Any, rest: bytes) -> None:
+    encoded = cbor.encode(value)
+    assert cbor.decode_item(b"\x00" + encoded + rest, 1) == (value, 1 + len(encoded))
+    with pytest.raises(CborError, match="truncated"):
+        cbor.decode_item(encoded[:-1], 0)
