@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -297,6 +298,12 @@ def test_two_workers_share_the_subscription(world: World, broker: MosquittoBroke
             gateway.send(b.encode())
         acks = {gateway.ack().id: None for _ in batches}
         assert set(acks) == {b.id for b in batches}
+        # The gateway can see an ack before its worker has the broker's PUBACK for it and has
+        # acknowledged the inbound batch; wait for that last step before stopping the workers
+        # (stopping earlier is safe but leaves the batch for redelivery, uncounted).
+        deadline = time.monotonic() + 10
+        while sum(w.worker.stats.batches for w in workers) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         gateway.close()
         for w in workers:
