@@ -281,7 +281,10 @@ async def test_kill_9_during_stream_then_restart_loses_nothing(
     # Graceful stop: nothing left in flight, link closed, the status says it is not running.
     status = await asyncio.to_thread(read_status, tmp_path / "outbox.db")
     assert (status.in_flight, status.link_state, status.running) == (0, "stopped", False)
-    assert status.done_total >= len(set(accepted))
+    # Every accepted envelope is done or still pending (acked by the hospital but the SIGTERM
+    # came before the ack: re-sent at next start, answered "duplicate"). Envelopes committed
+    # just before the kill whose reply the agent never saw are kept too, hence >=.
+    assert status.done_total + status.pending >= len(set(accepted))
     assert set(acker.stored) <= set(sent)  # nothing invented, nothing altered
     assert len(acker.stored) == len(set(acker.stored))
 
