@@ -289,56 +289,73 @@ def _raw_record(value: object) -> RawRecord:
     return RawRecord(uuid=value["uuid"], t=value["t"], b=value["b"])
 
 
-# The payload map as the deterministic encoding lays it out: its eight keys in their one order
-# (sorted by encoding, RFC 8949 section 4.2.1), each with the major type its value must have.
-_PAYLOAD_MAJOR = {"v": 0, "dev": 3, "seq": 0, "ts": 0, "rcpt": 2, "obs": 2, "raw": 2, "phd": 5}
-_PAYLOAD_LAYOUT = tuple(
-    sorted((cbor.encode(key), key, major) for key, major in _PAYLOAD_MAJOR.items())
+# The payload map as the deterministic encoding lays it out: its keys sorted by their encodings
+# (RFC 8949 section 4.2.1), which puts "v" (always 1) and "ts" first.
+_PAYLOAD_ORDER = tuple(sorted(_PAYLOAD_KEYS, key=cbor.encode))
+# The bytes of: a map of eight pairs, "v": 1, "ts" (the head of its value follows).
+_PAYLOAD_PREFIX = cbor.encode(dict.fromkeys(_PAYLOAD_ORDER, 0) | {"v": ENVELOPE_VERSION})[:7]
+_KEY_DEV, _KEY_OBS, _KEY_PHD, _KEY_RAW, _KEY_SEQ, _KEY_RCPT = (
+    cbor.encode(key) for key in _PAYLOAD_ORDER[2:]
 )
-_PAYLOAD_HEAD = cbor.encode(dict.fromkeys(_PAYLOAD_MAJOR, 0))[:1]  # a map of eight pairs
+if _PAYLOAD_ORDER != ("v", "ts", "dev", "obs", "phd", "raw", "seq", "rcpt"):  # pragma: no cover
+    raise AssertionError("the payload fast path below reads the keys in this order")
 
 
 def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | None:
     """The payload map read along its one layout, or None to leave it to :func:`cbor.decode`.
 
     Succeeds only on input the strict decoder decodes to the same dict: every key at its
-    place, every head in shortest form (``cbor.head_at``), text valid UTF-8, the phd map
-    through the strict decoder itself (depth 1: scalars only, as depth 2 allows there), and
-    nothing after the last value. Type and bound checks then run alike for both paths.
+    place, every head in shortest form (``cbor.head_at``, ``cbor.byte_string_at``), text
+    valid UTF-8, the phd map through the strict decoder itself (depth 1: scalars only, as
+    depth 2 allows there), and nothing after the last value. Anything else (including a
+    version other than 1) goes to the strict path, which decides. Unrolled: it runs for
+    every envelope opened, between the two public-key operations.
     """
-    if len(data) > MAX_ENVELOPE_BYTES or data[:1] != _PAYLOAD_HEAD:
+    size = len(data)
+    if size > MAX_ENVELOPE_BYTES or not data.startswith(_PAYLOAD_PREFIX):
         return None
-    values: dict[cbor.CborKey, cbor.CborValue] = {}
-    pos = 1
-    for encoded_key, key, major in _PAYLOAD_LAYOUT:
-        start = pos + len(encoded_key)
-        if data[pos:start] != encoded_key:
-            return None
-        if major == 5:
-            try:
-                values[key], pos = cbor.decode_item(data, start, max_depth=1, tags=frozenset())
-            except cbor.CborError:
-                return None
-            continue
-        head = cbor.head_at(data, start)
-        if head is None or head[0] != major:
-            return None
-        _, argument, pos = head
-        if major == 0:
-            values[key] = argument
-            continue
-        end = pos + argument
-        if end > len(data):
-            return None
-        if major == 2:
-            values[key] = data[pos:end]
-        else:
-            try:
-                values[key] = data[pos:end].decode("utf-8")
-            except UnicodeDecodeError:
-                return None
-        pos = end
-    return values if pos == len(data) else None
+    head = cbor.head_at(data, len(_PAYLOAD_PREFIX))
+    if head is None or head[0] != 0 or not data.startswith(_KEY_DEV, head[2]):
+        return None
+    ts = head[1]
+    head = cbor.head_at(data, head[2] + len(_KEY_DEV))
+    if head is None or head[0] != 3 or head[2] + head[1] > size:
+        return None
+    pos = head[2] + head[1]
+    try:
+        dev = data[head[2] : pos].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not data.startswith(_KEY_OBS, pos):
+        return None
+    obs_at = cbor.byte_string_at(data, pos + len(_KEY_OBS))
+    if obs_at is None or not data.startswith(_KEY_PHD, obs_at[1]):
+        return None
+    try:
+        phd, pos = cbor.decode_item(data, obs_at[1] + len(_KEY_PHD), max_depth=1, tags=frozenset())
+    except cbor.CborError:
+        return None
+    if not data.startswith(_KEY_RAW, pos):
+        return None
+    raw_at = cbor.byte_string_at(data, pos + len(_KEY_RAW))
+    if raw_at is None or not data.startswith(_KEY_SEQ, raw_at[1]):
+        return None
+    head = cbor.head_at(data, raw_at[1] + len(_KEY_SEQ))
+    if head is None or head[0] != 0 or not data.startswith(_KEY_RCPT, head[2]):
+        return None
+    rcpt_at = cbor.byte_string_at(data, head[2] + len(_KEY_RCPT))
+    if rcpt_at is None or rcpt_at[1] != size:
+        return None
+    return {
+        "v": ENVELOPE_VERSION,
+        "ts": ts,
+        "dev": dev,
+        "obs": data[obs_at[0] : obs_at[1]],
+        "phd": phd,
+        "raw": data[raw_at[0] : raw_at[1]],
+        "seq": head[1],
+        "rcpt": data[rcpt_at[0] : rcpt_at[1]],
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -576,8 +576,8 @@ def test_payload_fast_path_declines_every_retyped_value() -> None:
     encoded = _sample_payload(30, T0_MS)
     heads = []
     pos = 1
-    for encoded_key, _key, _major in envelope._PAYLOAD_LAYOUT:
-        pos += len(encoded_key)
+    for key in envelope._PAYLOAD_ORDER:
+        pos += len(cbor.encode(key))
         heads.append(pos)
         _value, pos = cbor.decode_item(encoded, pos, max_depth=1, tags=frozenset())
     assert pos == len(encoded)
