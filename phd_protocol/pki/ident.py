@@ -59,7 +59,7 @@ def load_certificates(pem: bytes) -> list[x509.Certificate]:
     """All PEM certificates in ``pem`` (at least one), in order."""
     try:
         certs = x509.load_pem_x509_certificates(_bounded(pem, "certificate PEM"))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
         raise CertificateError(CertificateReason.MALFORMED, "not PEM certificates") from exc
     return certs
 

@@ -6,6 +6,7 @@ builds it, so each test changes one thing and asserts the one reason it must pro
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -673,12 +674,15 @@ def test_any_single_byte_tampering_is_refused_with_a_certificate_error(
 ) -> None:
     data = bytearray(_FUZZ_LEAF_DER)
     data[offset] ^= xor
-    try:
-        tampered = x509.load_der_x509_certificate(bytes(data))
-    except ValueError:
-        return  # refused at parsing: fine
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(data))
+    pem += b"-----END CERTIFICATE-----\n"
+    # Through the product's own loader: refusal at parsing must be a CertificateError too.
     with pytest.raises(CertificateError):
-        verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
+        _load_and_verify(pem)
+
+
+def _load_and_verify(pem: bytes) -> None:
+    verify(_FUZZ_H, load_certificate(pem), Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
 
 
 def test_a_repeated_extension_is_refused_as_malformed() -> None:
@@ -691,3 +695,13 @@ def test_a_repeated_extension_is_refused_as_malformed() -> None:
     tampered = x509.load_der_x509_certificate(bytes(data))
     with refused(R.MALFORMED):
         verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
+
+
+def test_an_invalid_version_is_refused_as_malformed() -> None:
+    # Regression found by the fuzz test: version 3 (v4) raises InvalidVersion, no ValueError.
+    data = bytearray(_FUZZ_LEAF_DER)
+    at = data.index(b"\xa0\x03\x02\x01\x02") + 4
+    data[at] = 0x03
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(data))
+    with refused(R.MALFORMED):
+        load_certificate(pem + b"-----END CERTIFICATE-----\n")
