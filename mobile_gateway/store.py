@@ -57,7 +57,12 @@ class AsyncOutbox:
         return cls(executor, outbox)
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        # Shielded: once submitted, an outbox write runs even if the task awaiting it is
+        # cancelled. Without it, a session ending while a settle waits in the executor's queue
+        # cancels the queued job; the uplink has already dropped the batch from its books, so
+        # its entries stayed in flight until the next restart (seen in tests/e2e/test_faults).
+        job = asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await asyncio.shield(job)
 
     @property
     def depth(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,29 @@ async def test_ingress_limits_connections_and_idle_agents(tmp_path: Path) -> Non
     finally:
         await server.stop()
         await box.close()
+
+
+async def test_a_settle_whose_caller_is_cancelled_still_happens(tmp_path: Path) -> None:
+    # A session that ends while a settle waits behind other outbox work must not drop the
+    # settle: the uplink has already forgotten the batch, so nothing would requeue it.
+    import threading
+
+    from mobile_gateway.outbox import EntryEvent, Settlement
+    from mobile_gateway.store import AsyncOutbox
+
+    box = await AsyncOutbox.open(tmp_path / "o.db", max_entries=10, max_bytes=10_000)
+    entry = await box.put(b"sealed")
+    (claimed,) = await box.claim(batch_id="b1", max_count=10, max_bytes=10_000)
+    assert claimed.entry_id == entry
+    gate = threading.Event()
+    blocker = asyncio.ensure_future(box._run(gate.wait))  # keeps the outbox thread busy
+    settle = asyncio.create_task(box.settle([Settlement(entry_id=entry, event=EntryEvent.STORED)]))
+    await asyncio.sleep(0.05)
+    settle.cancel()  # the session ends while the settle is still queued
+    gate.set()
+    await blocker
+    with contextlib.suppress(asyncio.CancelledError):
+        await settle
+    stats = await box.stats()
+    await box.close()
+    assert (stats.pending, stats.in_flight, stats.done_total) == (0, 0, 1)
