@@ -1,5 +1,5 @@
 # The two commands (see README): `make demo` runs the whole path, `make test` runs every check.
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup demo test lint typecheck pytest fuzz bench clean
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +18,10 @@ typecheck:
 
 pytest:
 	.venv/bin/pytest -q -p no:cacheprovider
+
+# Longer property/fuzz runs with fresh random examples (CI runs derandomized ones).
+fuzz: setup
+	env -u CI .venv/bin/pytest -q -p no:cacheprovider tests/protocol --hypothesis-profile=fuzz
 
 bench: setup
 	.venv/bin/phd bench
