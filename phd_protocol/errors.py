@@ -3,11 +3,16 @@
 Error tree (each leaf carries machine-readable data, never PHI)::
 
     PhdProtocolError
-     +-- ParseError            bytes from a device or a file do not match the specification
-     +-- CertificateError      a certificate or chain is refused (``reason``: CertificateReason)
-     +-- EnrollmentError       an enrollment or renewal message is refused (``reason``)
-     +-- EnvelopeError         an envelope is refused (``reason``: RejectReason)
-     +-- WireError             a gateway uplink/ack message is malformed or out of bounds
+     +-- ParseError            bytes do not match the specification (field, offset)
+     |    +-- CborError        cbor: non-deterministic or out-of-profile CBOR (``rule``)
+     |    +-- CoseError        cose: a COSE_Sign1 that does not parse
+     |    +-- RacpError        gatt.racp: a RACP request refused (``response_code``)
+     +-- CryptoError           crypto: an open/decrypt/verify failed (deliberately no detail)
+     +-- CertificateError      pki: a certificate, chain or CRL is refused (``reason``)
+     +-- EnrollmentError       enrollment: a code, request or renewal is refused (``reason``)
+     +-- EnvelopeError         envelope/policy: an envelope is refused (``reason``: RejectReason)
+     +-- WireError             wire: a gateway uplink/ack message is malformed (``rule``)
+     +-- IngressError          ingress: agent -> gateway framing is malformed or too large
 
 Subclasses other than ParseError are defined next to the code that raises them and must derive
 from PhdProtocolError. Messages name field names, offsets, lengths and ids only, never values.
