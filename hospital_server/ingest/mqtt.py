@@ -14,7 +14,9 @@ are translated here into :class:`MqttError` with a short code; nothing else impo
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -69,6 +71,18 @@ def ingest_tls_context(ca_file: Path, cert_file: Path, key_file: Path) -> ssl.SS
     return ctx
 
 
+def _set_nodelay(sock: Any) -> None:
+    """Turn Nagle's algorithm off (paho does not). The worker's exchanges are small packets
+    that wait for small answers (ack PUBLISH -> PUBACK, inbound batch -> our PUBACK); with
+    Nagle a small write waits for the broker's delayed ACK of the previous one (up to about
+    40 ms on Linux), and batches are answered one after another, so the waits add up.
+    Measured in ``phd bench e2e`` (docs/gateway.md "Uplink window and latency")."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # not a TCP socket: nothing to tune
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _code(rc: ReasonCode | int | Any) -> int:
     return int(rc.value) if isinstance(rc, ReasonCode) else int(rc)
 
@@ -119,6 +133,7 @@ class IngestMqtt:
             raise MqttError(f"unreachable:{type(exc).__name__}") from exc
         if rc != paho.MQTT_ERR_SUCCESS:
             raise MqttError(f"connect_failed:{paho.error_string(rc)}")
+        _set_nodelay(self._client.socket())
         self._client.loop_start()
         if not self._connected.wait(self._s.timeout) or self._connect_code != 0:
             self.close()

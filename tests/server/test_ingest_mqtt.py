@@ -8,6 +8,7 @@ acknowledge the message to the broker. One SQLite and one PostgreSQL run each.
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -312,3 +313,17 @@ def test_two_workers_share_the_subscription(world: World, broker: MosquittoBroke
     handled = [w.worker.stats.batches for w in workers]
     assert sum(handled) == 10
     assert all(n > 0 for n in handled), handled  # the broker spread the load
+
+
+def test_nagle_is_off_on_the_worker_and_the_broker(world: World, broker: MosquittoBroker) -> None:
+    # Regression: with Nagle on (paho's and mosquitto's default) the worker's ack PUBLISH
+    # waited for the broker's delayed ACK of its previous PUBACK, about 40 ms per batch.
+    assert "set_tcp_nodelay true" in broker.files.conf.read_text().splitlines()
+    mqtt = _mqtt(world, broker, "ingest-1")
+    mqtt.connect()
+    try:
+        sock = mqtt._client.socket()  # the adapter exposes no socket: tested from outside
+        assert isinstance(sock, socket.socket)  # an ssl.SSLSocket
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        mqtt.close()
