@@ -15,6 +15,7 @@ own code (only by the CLI wiring, the demo and tests).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -110,7 +111,7 @@ class _PhdDelegate(PairingDelegate):
         return not self._refuse
 
 
-class VirtualPhd:
+class VirtualPhd(abc.ABC):
     """Base of the six virtual devices: advertising, DIS, CTS, pairing, faults, streaming."""
 
     kind: ClassVar[str]
@@ -229,8 +230,9 @@ class VirtualPhd:
         )
         return Service(UUID.from_16_bits(0x1805), [characteristic])
 
+    @abc.abstractmethod
     def services(self) -> Sequence[Service]:
-        raise NotImplementedError
+        """The device's GATT services besides Device Information and Current Time."""
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -378,8 +380,9 @@ class VirtualPhd:
                 return
             await asyncio.sleep((next_second - now).total_seconds() + 0.001)
 
+    @abc.abstractmethod
     def measure(self) -> bytes:
-        raise NotImplementedError
+        """One live measurement, encoded as the device sends it."""
 
 
 def _gauss(rng: random.Random, mean: float, sd: float, lo: float, hi: float) -> float:
@@ -691,8 +694,8 @@ class GlucoseMeter(VirtualPhd):
             )
         await self._respond(link, request, _SUCCESS)
 
-    def measure(self) -> bytes:  # pragma: no cover - a meter has no live stream here
-        raise NotImplementedError
+    def measure(self) -> bytes:  # pragma: no cover - never called: no live characteristic
+        raise TypeError("the glucose meter reports stored records through RACP only")
 
 
 DEVICE_CLASSES: tuple[type[VirtualPhd], ...] = (

@@ -8,6 +8,7 @@ GSS section 2.2 "all multi-octet fields are little-endian").
 
 from __future__ import annotations
 
+import abc
 import re
 import struct
 from dataclasses import dataclass
@@ -60,15 +61,16 @@ _U32 = struct.Struct("<I")
 _DT = struct.Struct("<HBBBBB")
 
 
-class Characteristic:
+class Characteristic(abc.ABC):
     """Base of every decoded characteristic value (frozen dataclasses with slots)."""
 
     __slots__ = ()
     uuid: ClassVar[int]
     name: ClassVar[str]
 
-    def encode(self) -> bytes:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self) -> bytes:
+        """The characteristic value's bytes, as the device sends them."""
 
     def observations(self, ctx: ObservationContext) -> tuple[Observation, ...]:
         """The coded observations this value carries; none for descriptive characteristics."""
