@@ -296,3 +296,15 @@ def test_provider_repr_shows_ids_not_keys(key_file: Path) -> None:
     provider = LocalKeyFileProvider.load(key_file)
     assert provider.current_kek_id in repr(provider)
     assert provider.blind_index_key().hex() not in repr(provider)
+
+
+def test_sqlite_commits_are_durable_against_power_loss(tmp_path: Path) -> None:
+    # The hospital acks right after a commit and the gateway then deletes its copy, so a
+    # committed transaction must reach the disk: WAL with synchronous=FULL (2), not NORMAL.
+    from hospital_server.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
+    engine.dispose()
