@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 
 from phd_protocol.crypto import VerifyingKey, sha256
 from phd_protocol.pki.errors import CertificateError, CertificateReason
@@ -59,8 +60,12 @@ def load_certificates(pem: bytes) -> list[x509.Certificate]:
     """All PEM certificates in ``pem`` (at least one), in order."""
     try:
         certs = x509.load_pem_x509_certificates(_bounded(pem, "certificate PEM"))
-    except (ValueError, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
+    # InvalidVersion is no ValueError; the deprecation warning (a non-positive serial) is an
+    # exception where warnings are errors, as in the tests.
+    except (ValueError, x509.InvalidVersion, CryptographyDeprecationWarning) as exc:
         raise CertificateError(CertificateReason.MALFORMED, "not PEM certificates") from exc
+    if any(c.serial_number <= 0 for c in certs):  # RFC 5280 4.1.2.2; found by the fuzz test
+        raise CertificateError(CertificateReason.MALFORMED, "serial number is not positive")
     return certs
 
 

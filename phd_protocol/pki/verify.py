@@ -11,8 +11,8 @@ Order of checks, each raising :class:`CertificateError` with the reason named:
 1. path building: each certificate's issuer must be found by name and key identifier among
    the intermediates and anchors (``wrong_issuer``) and its signature must verify
    (``bad_signature``); the path ends at a configured anchor, at most 3 certificates;
-2. no unrecognised critical extension (``malformed``); validity at ``at`` for every
-   certificate including the anchor (``not_yet_valid``, ``expired``);
+2. canonical signature encoding and no unrecognised critical extension (``malformed``);
+   validity at ``at`` for every certificate including the anchor (``not_yet_valid``, ``expired``);
 3. CA rules: basicConstraints CA and keyCertSign on issuers, pathLenConstraint
    (``path_length``), leaf is not a CA, EKU of leaf and of every CA fits the purpose
    (``wrong_purpose``);
@@ -150,6 +150,45 @@ _KNOWN_CRITICAL = frozenset(
         ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
     }
 )
+
+
+def _der_header(der: bytes, at: int) -> tuple[int, int, int]:
+    """(tag, start of contents, end of contents) of the DER element at ``at``."""
+    tag, first = der[at], der[at + 1]
+    at += 2
+    if first < 0x80:
+        length = first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 3 or at + count > len(der):
+            raise CertificateError(_R.MALFORMED, "certificate length encoding")
+        length = int.from_bytes(der[at : at + count], "big")
+        at += count
+    return tag, at, at + length
+
+
+def _check_encoding(path: Sequence[x509.Certificate]) -> None:
+    """The signature BIT STRING has no unused bits.
+
+    The signature covers only tbsCertificate, and cryptography accepts a signature value
+    declaring unused bits when the ignored bits are zero; such a variant still verifies but
+    hashes to a different DER, so a different kid (SHA-256 of the DER) for the same
+    certificate. Hypothesis found it by flipping the unused-bits byte. Refusing it keeps one
+    certificate, one kid.
+    """
+    for i, cert in enumerate(path):
+        der = certificate_der(cert)
+        try:
+            _, body, _ = _der_header(der, 0)
+            at = body
+            for _ in range(2):  # tbsCertificate, signatureAlgorithm
+                _, _, at = _der_header(der, at)
+            tag, content, end = _der_header(der, at)
+            unused = der[content] if content < end else -1
+        except IndexError as exc:
+            raise CertificateError(_R.MALFORMED, f"certificate {i} is truncated") from exc
+        if tag != 0x03 or unused != 0:
+            raise CertificateError(_R.MALFORMED, f"certificate {i} signature encoding")
 
 
 def _check_critical(path: Sequence[x509.Certificate]) -> None:
@@ -358,15 +397,19 @@ def verify_chain(
         raise CertificateError(_R.WRONG_ISSUER, "no trust anchors")
     try:
         path = _build_path(leaf, intermediates, anchors)
+        _check_encoding(path)
         _check_critical(path)
         _check_times(path, at)
         _check_ca_rules(path, purpose)
         _check_name_constraints(path)
         if crls is not None:
             _check_revocation(path, crls, at)
-    except (ValueError, x509.DuplicateExtension) as exc:
-        # cryptography parses extensions lazily: a damaged or repeated extension surfaces here,
-        # once (DuplicateExtension is not a ValueError; hypothesis found one by flipping a bit
-        # of an extension OID into another extension's).
+    except (ValueError, TypeError, x509.DuplicateExtension, Warning) as exc:
+        # cryptography parses names and extensions lazily: damage surfaces here, in several
+        # forms the fuzz tests found by flipping single bytes: ValueError; DuplicateExtension
+        # (an extension OID turned into another's); TypeError (a name attribute's string tag
+        # turned into BIT STRING); and, where warnings are errors (the tests), UserWarning (a
+        # country name of the wrong length) and CryptographyDeprecationWarning (a negative
+        # serial inside the authority key identifier).
         raise CertificateError(_R.MALFORMED, "a certificate or CRL does not parse") from exc
     return VerifiedChain(path=tuple(path), purpose=purpose, at=at)

@@ -697,6 +697,48 @@ def test_a_repeated_extension_is_refused_as_malformed() -> None:
         verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
 
 
+def test_signature_declaring_unused_bits_is_refused_as_malformed() -> None:
+    # Regression found by the fuzz test above: the signature BIT STRING's unused-bits byte
+    # set to 1 still verifies (the signature covers only tbsCertificate) when the last bit of
+    # the signature is 0, yet gives the same certificate a different DER and so a different kid.
+    leaf = _FUZZ_H.leaf(Purpose.GATEWAY_CLIENT)
+    while certificate_der(leaf)[-1] & 1:  # ECDSA is randomised: find an even last byte
+        leaf = _FUZZ_H.leaf(Purpose.GATEWAY_CLIENT)
+    data = bytearray(certificate_der(leaf))
+    unused_at = len(data) - len(leaf.signature) - 1  # BIT STRING: 03 len unused signature
+    assert data[unused_at - 2 : unused_at + 1] == bytes([0x03, len(leaf.signature) + 1, 0])
+    data[unused_at] = 1
+    tampered = x509.load_der_x509_certificate(bytes(data))
+    assert tampered.signature == leaf.signature  # cryptography reads the same value
+    with refused(R.MALFORMED):
+        verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
+    verify(_FUZZ_H, leaf, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
+
+
+def test_a_non_positive_serial_is_refused_at_loading() -> None:
+    # Regression found by the fuzz test above: a serial with its sign bit set parses (with a
+    # deprecation warning) although RFC 5280 requires a positive serial.
+    data = bytearray(_FUZZ_LEAF_DER)
+    assert data[13:15] == b"\x02\x14"  # serialNumber INTEGER, 20 bytes, after the version
+    data[15] |= 0x80
+    pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(bytes(data))
+    pem += b"-----END CERTIFICATE-----\n"
+    with refused(R.MALFORMED):
+        load_certificate(pem)
+
+
+def test_a_name_attribute_of_the_wrong_string_type_is_refused_as_malformed() -> None:
+    # Regression found by an exhaustive single-byte sweep: the organisation name's UTF8String
+    # tag (0x0c) turned into BIT STRING (0x03) makes cryptography raise TypeError when the
+    # issuer name is first read, which escaped as an unexpected error.
+    data = bytearray(_FUZZ_LEAF_DER)
+    at = data.index(b"\x06\x03\x55\x04\x0a\x0c") + 5  # organizationName, UTF8String
+    data[at] = 0x03
+    tampered = x509.load_der_x509_certificate(bytes(data))
+    with refused(R.MALFORMED):
+        verify(_FUZZ_H, tampered, Purpose.GATEWAY_CLIENT, crls=_FUZZ_H.all_crls())
+
+
 def test_an_invalid_version_is_refused_as_malformed() -> None:
     # Regression found by the fuzz test: version 3 (v4) raises InvalidVersion, no ValueError.
     data = bytearray(_FUZZ_LEAF_DER)
