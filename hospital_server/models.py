@@ -320,7 +320,9 @@ class IngestedEnvelope(SQLModel, table=True):
     sealed_at: datetime = _ts()
     received_at: datetime = _ts()
     observations: int
-    raw_ct: bytes | None = _blob(nullable=True)  # raw characteristic bytes + PHD info
+    # The COSE_Sign1 as the device signed it (readings, raw bytes, PHD info, signature), one
+    # AEAD; hospital_server.records opens it.
+    signed_ct: bytes = _blob()
 
 
 class Observation(SQLModel, table=True):
@@ -335,6 +337,7 @@ class Observation(SQLModel, table=True):
     patient_id: str = Field(foreign_key="patient.id", max_length=36)
     device_id: str = Field(foreign_key="device.id", max_length=36)
     envelope_id: str = Field(foreign_key="ingested_envelope.id", max_length=36, index=True)
+    item: int  # position of the reading in its envelope's observation section
     # NOT the observation's content id (a plain hash of device, type, value, unit, time and
     # flags: a stolen database would give values away to anyone hashing every plausible one)
     # but its keyed MAC, hospital_server.fieldcrypt.content_mac, under a key derived from the
@@ -345,7 +348,6 @@ class Observation(SQLModel, table=True):
     quality: str = Field(max_length=16)
     measured_at: datetime | None = _ts(nullable=True)
     received_at: datetime = _ts()
-    value_ct: bytes = _blob()  # the observation's wire dict (value, unit, flags, components)
 
 
 class Quarantine(SQLModel, table=True):

@@ -1,97 +1,107 @@
-"""What is inside the encrypted ingest columns, and the one place that seals and opens them.
+"""What is inside the encrypted ingest column, and the one place that seals and opens it.
 
-``observation.value_ct`` is one AES-256-GCM ciphertext (:mod:`hospital_server.fieldcrypt`,
-associated data ``observation | value | row id | patient id``) over the compact CBOR
-(:mod:`phd_protocol.cbor`) of the observation wire dict exactly as the device signed it, after
-``Observation.from_wire`` accepted it: every clinical field of the row (value, components,
-unit, flags, device time, content id) in one AEAD. ``ingested_envelope.raw_ct`` is the CBOR
-map ``{"raw": [{"uuid", "t", "b"}...], "phd": {...}}`` (raw characteristic bytes and PHD
-information), sealed the same way with column ``raw``.
+``ingested_envelope.signed_ct`` is one AES-256-GCM ciphertext (:mod:`hospital_server.fieldcrypt`,
+associated data ``ingested_envelope | signed | envelope id | patient id``) over the envelope's
+COSE_Sign1 exactly as the device signed it: every clinical field of every reading (values,
+components, units, flags, device times, content ids), the raw characteristic bytes and the
+PHD information, *and the device's signature over them*. So a stored record can be checked
+again, years later, against the certificate that sealed it (:meth:`StoredEnvelope.verify`),
+and what the hospital keeps is byte for byte what the device sent, not a re-encoding of it.
 
-Readers use :func:`open_observation` (which re-validates through ``from_wire``) or
-:func:`open_raw`. Never log what these return.
+An ``observation`` row holds only what queries need in plaintext (codes, times, quality, the
+keyed content MAC) and ``item``, the reading's position in its envelope's observation section.
+:func:`open_observation` takes the envelope's plaintext and checks that the reading found at
+``item`` is the row's (its content MAC must match the row's ``content_id``), so a row pointed
+at another reading, or another envelope, is refused, as a moved ciphertext is refused by the
+associated data. One AEAD per envelope instead of one per reading is also what lets one ingest
+worker keep up with its verification (docs/server.md, "Speed").
+
+Never log what these functions return.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from dataclasses import dataclass
 
-from hospital_server.fieldcrypt import decrypt_field, encrypt_field
-from phd_protocol import cbor
+from hospital_server.fieldcrypt import content_mac, content_mac_key, decrypt_field, encrypt_field
+from phd_protocol import cbor, cose, crypto
+from phd_protocol.envelope import EnvelopeError, Payload, RawRecord
 from phd_protocol.errors import ParseError
 from phd_protocol.observation import Observation
 
 __all__ = [
     "RecordError",
+    "StoredEnvelope",
+    "open_envelope_record",
     "open_observation",
-    "open_observation_wire",
-    "open_raw",
-    "seal_observation",
-    "seal_raw",
+    "seal_envelope_record",
 ]
 
-_OBS_TABLE, _OBS_COLUMN = "observation", "value"
-_ENV_TABLE, _RAW_COLUMN = "ingested_envelope", "raw"
+_TABLE, _COLUMN = "ingested_envelope", "signed"
 
 
 class RecordError(Exception):
-    """A decrypted record is not the CBOR shape it must be (a bug or a foreign writer)."""
+    """A decrypted record is not what it must be (a bug, a foreign writer, or a moved row)."""
 
 
-def seal_observation(key: bytes, wire: dict[str, Any], *, row_id: str, patient_id: str) -> bytes:
+@dataclass(frozen=True, slots=True)
+class StoredEnvelope:
+    """A stored envelope, decrypted: the device's signed message and its parsed payload."""
+
+    message: cose.Sign1
+    payload: Payload
+
+    def observations(self) -> tuple[dict[str, cbor.CborValue], ...]:
+        """The observation wire dicts, in the order the device signed them."""
+        try:
+            return self.payload.observations()
+        except EnvelopeError as exc:
+            raise RecordError("ingested_envelope.signed: observations do not parse") from exc
+
+    def raw_records(self) -> tuple[RawRecord, ...]:
+        try:
+            return self.payload.raw_records()
+        except EnvelopeError as exc:
+            raise RecordError("ingested_envelope.signed: raw records do not parse") from exc
+
+    def verify(self, key: crypto.VerifyingKey) -> None:
+        """Check the device's signature again (CryptoError if it does not verify)."""
+        cose.verify_sign1(self.message, key)
+
+
+def seal_envelope_record(key: bytes, signed: bytes, *, envelope_id: str, patient_id: str) -> bytes:
     return encrypt_field(
-        key,
-        cbor.encode(wire),
-        table=_OBS_TABLE,
-        column=_OBS_COLUMN,
-        row_id=row_id,
-        patient_id=patient_id,
+        key, signed, table=_TABLE, column=_COLUMN, row_id=envelope_id, patient_id=patient_id
     )
 
 
-def open_observation_wire(
-    key: bytes, blob: bytes, *, row_id: str, patient_id: str
-) -> dict[str, Any]:
-    """The stored wire dict; FieldDecryptError if moved, tampered or crypto-shredded."""
+def open_envelope_record(
+    key: bytes, blob: bytes, *, envelope_id: str, patient_id: str
+) -> StoredEnvelope:
+    """FieldDecryptError if moved, tampered or crypto-shredded; RecordError if not a record."""
     plain = decrypt_field(
-        key, blob, table=_OBS_TABLE, column=_OBS_COLUMN, row_id=row_id, patient_id=patient_id
+        key, blob, table=_TABLE, column=_COLUMN, row_id=envelope_id, patient_id=patient_id
     )
     try:
-        wire = cbor.decode(plain)
-    except ParseError as exc:
-        raise RecordError("observation.value: not CBOR") from exc
-    if not isinstance(wire, dict) or not all(isinstance(k, str) for k in wire):
-        raise RecordError("observation.value: not a map with text keys")
-    return cast("dict[str, Any]", wire)
+        message = cose.Sign1.decode(plain)
+        payload = Payload.decode(message.payload)
+    except (cose.CoseError, EnvelopeError) as exc:
+        raise RecordError("ingested_envelope.signed: not a signed envelope") from exc
+    return StoredEnvelope(message=message, payload=payload)
 
 
-def open_observation(key: bytes, blob: bytes, *, row_id: str, patient_id: str) -> Observation:
-    wire = open_observation_wire(key, blob, row_id=row_id, patient_id=patient_id)
+def open_observation(
+    key: bytes, record: StoredEnvelope, *, item: int, device_id: str, content_id: str
+) -> Observation:
+    """The reading at ``item`` of ``record``, checked against its row's ``content_id``."""
+    readings = record.observations()
+    if not 0 <= item < len(readings):
+        raise RecordError("observation: item outside its envelope")
     try:
-        return Observation.from_wire(wire)
+        reading = Observation.from_wire(readings[item])
     except ParseError as exc:
-        raise RecordError("observation.value: not a valid observation") from exc
-
-
-def seal_raw(key: bytes, record: dict[str, Any], *, row_id: str, patient_id: str) -> bytes:
-    return encrypt_field(
-        key,
-        cbor.encode(record),
-        table=_ENV_TABLE,
-        column=_RAW_COLUMN,
-        row_id=row_id,
-        patient_id=patient_id,
-    )
-
-
-def open_raw(key: bytes, blob: bytes, *, row_id: str, patient_id: str) -> dict[str, Any]:
-    plain = decrypt_field(
-        key, blob, table=_ENV_TABLE, column=_RAW_COLUMN, row_id=row_id, patient_id=patient_id
-    )
-    try:
-        record = cbor.decode(plain)
-    except ParseError as exc:
-        raise RecordError("ingested_envelope.raw: not CBOR") from exc
-    if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
-        raise RecordError("ingested_envelope.raw: not a map with text keys")
-    return cast("dict[str, Any]", record)
+        raise RecordError("observation: not a valid observation") from exc
+    mac = content_mac(content_mac_key(key), device_id=device_id, content_id=reading.id)
+    if mac != content_id:
+        raise RecordError("observation: row does not match the reading in its envelope")
+    return reading

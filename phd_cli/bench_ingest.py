@@ -5,13 +5,13 @@ a pulse rate and a body temperature, plus the raw characteristic value, sealed b
 devices with real certificates from a fresh PKI):
 
 - crypto ceiling: open + verify alone (framing, HPKE, COSE, signature, policy), one core;
-- one worker: uplink batches of 64 exactly as the MQTT worker runs them (on PostgreSQL through
+- one worker: uplink batches of 64 exactly as the MQTT worker runs them (through
   ``IngestPipeline``: batch N+1 verified while batch N commits), committed, per database; and
   the same worker with batches strictly one after another, for comparison;
 - two workers: two processes sharing the batches on the same database (what a shared
   subscription does), wall-clock envelopes/s.
 
-Databases: SQLite (WAL, synchronous=NORMAL) and a local PostgreSQL 15 with its default
+Databases: SQLite (WAL, synchronous=FULL) and a local PostgreSQL 15 with its default
 durability (fsync and synchronous_commit on). Target: one worker at >= 60% of the ceiling, and
 two workers faster than one. MQTT is left out: its ceiling is ``phd bench gateway``'s; this
 isolates verification + storage. Every worker starts from a fresh database copy.
@@ -149,11 +149,10 @@ def _worker(
     """One ingest worker process: build its context, wait for the start, process, report.
 
     ``overlap``: as IngestWorker runs (through IngestPipeline, batch N+1 verified while N
-    commits, where ``worth_overlapping`` says so: PostgreSQL); otherwise Ingestor.process
-    one batch after the other.
+    commits); otherwise Ingestor.process one batch after the other.
     """
     from hospital_server.context import ServerContext
-    from hospital_server.ingest.pipeline import IngestPipeline, worth_overlapping
+    from hospital_server.ingest.pipeline import IngestPipeline
     from hospital_server.ingest.runner import build_ingestor
     from phd_protocol.wire import AckStatus, EnvelopeResult
 
@@ -168,7 +167,7 @@ def _worker(
 
     barrier.wait()
     start = time.perf_counter()
-    if overlap and worth_overlapping(ctx.engine):
+    if overlap:
         pipeline: IngestPipeline[None] = IngestPipeline(ctx.sessions, ingestor, count)
         for batch in batches:
             pipeline.submit(None, "bench-gw", batch)

@@ -572,6 +572,9 @@ class OpenedEnvelope:
 
     recipient_kid: bytes
     message: cose.Sign1
+    # The COSE_Sign1 bytes exactly as sealed (``message`` parsed from them): what a verifier
+    # stores to re-check the device's signature later.
+    signed: bytes
 
 
 def _parse_frame(data: bytes) -> tuple[bytes, bytes]:
@@ -629,4 +632,4 @@ def open_envelope(data: bytes, keyring: KeyRing) -> OpenedEnvelope:
         message = cose.Sign1.decode(plaintext, max_size=MAX_ENVELOPE_BYTES)
     except cose.CoseError:
         raise _fail(RejectReason.MALFORMED) from None
-    return OpenedEnvelope(recipient_kid=kid, message=message)
+    return OpenedEnvelope(recipient_kid=kid, message=message, signed=plaintext)

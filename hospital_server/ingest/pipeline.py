@@ -21,27 +21,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from sqlalchemy.engine import Engine
-
 from hospital_server.db import SessionFactory
 from hospital_server.ingest.process import Ingestor, PreparedBatch
 from phd_protocol.wire import EnvelopeResult
 
-__all__ = ["IngestPipeline", "PipelineStopped", "worth_overlapping"]
+__all__ = ["IngestPipeline", "PipelineStopped"]
 
 T = TypeVar("T")
-
-
-def worth_overlapping(engine: Engine) -> bool:
-    """Whether overlapping pays on this database (measured by ``phd bench ingest``).
-
-    PostgreSQL: yes. The commit waits on another process, the network and the disk with the
-    GIL released, which is exactly when the next batch can be verified (about 2x on one
-    worker). SQLite: no. It runs inside this process, so its writes compete with the
-    verification for the GIL, and a second thread's read transaction only adds lock traffic:
-    batches one after another were measured faster.
-    """
-    return engine.dialect.name != "sqlite"
 
 
 class PipelineStopped(Exception):  # noqa: N818 -- a state, not an error condition of its own

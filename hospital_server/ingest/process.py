@@ -49,6 +49,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, col, select
 
@@ -57,6 +58,7 @@ from hospital_server.db import READ_ONLY, IntegrityError, is_transient
 from hospital_server.fieldcrypt import PatientKeys, content_mac, content_mac_key
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest import plausibility
+from hospital_server.ingest.bulk import BulkInserter
 from hospital_server.metrics import ServerMetrics
 from hospital_server.models import (
     AuditEvent,
@@ -74,7 +76,7 @@ from hospital_server.models import (
     new_ids,
     utcnow,
 )
-from hospital_server.records import seal_observation, seal_raw
+from hospital_server.records import seal_envelope_record
 from hospital_server.security import certificate_der_to_pem
 from phd_protocol import crypto
 from phd_protocol.envelope import EnvelopeError, KeyRing, OpenedEnvelope, open_envelope
@@ -183,6 +185,7 @@ class Ingestor:
         self.clock = clock
         # A certificate's key never changes: parse each certificate once (parsing is slow).
         self._verifiers: dict[str, crypto.VerifyingKey] = {}
+        self._bulk: tuple[str, BulkInserter, BulkInserter] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -219,8 +222,15 @@ class Ingestor:
         if batch is None:
             return self._all_retry(len(envelopes))
         try:
-            self._phase2(session, gateway_id, batch)
-            session.commit()
+            try:
+                # Optimistic first: most batches are new, so write without looking for what is
+                # already stored; the unique constraints catch a redelivery or a re-download.
+                self._phase2(session, gateway_id, batch, careful=False)
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                self._phase2(session, gateway_id, batch, careful=True)
+                session.commit()
         except IntegrityError:
             # Another worker committed one of these envelopes (or readings) between our read
             # and our write. Redo envelope by envelope: each then sees the other's commit.
@@ -342,12 +352,9 @@ class Ingestor:
             parsed = [WireObservation.from_wire(o) for o in verified.observations]
         except (ParseError, ValueError, TypeError):
             raise _Reject(_R.MALFORMED, device_id=cred.device_id, kid=kid) from None
-        signed_digest = crypto.sha256(
-            b"".join(
-                len(part).to_bytes(4, "big") + part
-                for part in (message.protected, message.payload, message.signature)
-            )
-        ).hex()
+        # The COSE_Sign1 encoding is deterministic and strictly parsed, so its bytes identify
+        # the signed content exactly (a re-seal of the same message gives the same digest).
+        signed_digest = crypto.sha256(opened.signed).hex()
         return self._seal_rows(
             session,
             index=index,
@@ -355,6 +362,7 @@ class Ingestor:
             parsed=parsed,
             cred=cred,
             kid=kid,
+            signed=opened.signed,
             signed_digest=signed_digest,
         )
 
@@ -367,6 +375,7 @@ class Ingestor:
         parsed: list[WireObservation],
         cred: _Credential,
         kid: str,
+        signed: bytes,
         signed_digest: str,
     ) -> _Accepted:
         payload = verified.payload
@@ -376,10 +385,6 @@ class Ingestor:
         mac_key = content_mac_key(dek)
         envelope_id, *row_ids = new_ids(1 + len(parsed))
         received = self.clock()
-        raw = {
-            "raw": [{"uuid": r.uuid, "t": r.t, "b": r.b} for r in verified.raw],
-            "phd": dict(payload.phd),
-        }
         envelope = {
             "id": envelope_id,
             "device_id": device_id,
@@ -393,11 +398,15 @@ class Ingestor:
             "sealed_at": sealed_at,
             "received_at": received,
             "observations": len(parsed),
-            "raw_ct": seal_raw(dek, raw, row_id=envelope_id, patient_id=patient_id),
+            # The COSE_Sign1 as the device signed it, in one AEAD: every clinical field of
+            # every reading, the raw bytes and the signature (hospital_server.records).
+            "signed_ct": seal_envelope_record(
+                dek, signed, envelope_id=envelope_id, patient_id=patient_id
+            ),
         }
         rows: list[dict[str, Any]] = []
         macs: list[str] = []
-        for obs, wire, row_id in zip(parsed, verified.observations, row_ids, strict=True):
+        for item, (obs, row_id) in enumerate(zip(parsed, row_ids, strict=True)):
             mac = content_mac(mac_key, device_id=device_id, content_id=obs.id)
             rows.append(
                 {
@@ -405,13 +414,12 @@ class Ingestor:
                     "patient_id": patient_id,
                     "device_id": device_id,
                     "envelope_id": envelope_id,
+                    "item": item,
                     "content_id": mac,  # keyed: the raw content id would reveal the value
                     "mdc_code": obs.mdc_code,
                     "quality": plausibility.quality(obs),
                     "measured_at": obs.time,
                     "received_at": received,
-                    # One AEAD over every clinical field of the row: the wire dict as signed.
-                    "value_ct": seal_observation(dek, wire, row_id=row_id, patient_id=patient_id),
                 }
             )
             macs.append(mac)
@@ -475,44 +483,22 @@ class Ingestor:
 
     # ------------------------------------------------------------------ phase 2: one write
 
-    def _phase2(self, session: Session, gateway_id: str, batch: _Batch) -> None:
+    def _phase2(self, session: Session, gateway_id: str, batch: _Batch, *, careful: bool) -> None:
+        """Write the batch. ``careful``: look up stored envelopes and readings first, to answer
+        duplicate or replay; otherwise assume none (the insert fails if that was wrong, and
+        adds nothing to ``batch.rejected``, so the careful pass can follow)."""
         if batch.accepted:
-            self._store(session, gateway_id, batch)
+            self._store(session, gateway_id, batch, careful=careful)
         if batch.rejected:
             self._quarantine(session, gateway_id, batch.rejected)
 
-    def _store(self, session: Session, gateway_id: str, batch: _Batch) -> None:
+    def _store(self, session: Session, gateway_id: str, batch: _Batch, *, careful: bool) -> None:
         keys = [(a.kid, a.seq) for a in batch.accepted]
-        existing = {
-            (kid, seq): digest
-            for kid, seq, digest in session.connection().execute(
-                sa_select(
-                    col(IngestedEnvelope.kid),
-                    col(IngestedEnvelope.seq),
-                    col(IngestedEnvelope.signed_digest),
-                ).where(
-                    # Two plain IN lists (one index scan with array keys on PostgreSQL) instead
-                    # of a row-value IN, which PostgreSQL plans as one OR branch per pair.
-                    # They select a superset of the pairs; the lookup below keeps the exact ones.
-                    col(IngestedEnvelope.kid).in_({kid for kid, _ in keys}),
-                    col(IngestedEnvelope.seq).in_({seq for _, seq in keys}),
-                )
-            )
-        }
-        pairs = {(a.device_id, cid) for a in batch.accepted for cid in a.content_ids}
+        existing: dict[tuple[str, int], str] = {}
         known: set[tuple[str, str]] = set()
-        if pairs:
-            known.update(
-                (device, mac)
-                for device, mac in session.connection().execute(
-                    # content_id leads the unique index; the MAC binds the device already, so
-                    # a MAC match on another device is impossible in practice and is filtered
-                    # out below by the pair check anyway.
-                    sa_select(col(Observation.device_id), col(Observation.content_id)).where(
-                        col(Observation.content_id).in_({mac for _, mac in pairs})
-                    )
-                )
-            )
+        if careful:
+            pairs = {(a.device_id, cid) for a in batch.accepted for cid in a.content_ids}
+            existing, known = self._stored(session, keys, pairs)
         envelope_rows: list[dict[str, Any]] = []
         observation_rows: list[dict[str, Any]] = []
         still: list[_Accepted] = []
@@ -551,10 +537,54 @@ class Ingestor:
             if batch.results[acc.index] is None:
                 batch.results[acc.index] = EnvelopeResult.duplicate()
         batch.accepted = still
-        if envelope_rows:
-            session.connection().execute(_table(IngestedEnvelope).insert(), envelope_rows)
-        if observation_rows:
-            session.connection().execute(_table(Observation).insert(), observation_rows)
+        connection = session.connection()
+        envelopes_in, observations_in = self._inserters(connection.dialect)
+        envelopes_in.insert(connection, envelope_rows)
+        observations_in.insert(connection, observation_rows)
+
+    def _stored(
+        self, session: Session, keys: list[tuple[str, int]], pairs: set[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, int], str], set[tuple[str, str]]]:
+        """Signed digests of stored (kid, seq) pairs, and stored (device, content MAC) pairs."""
+        existing = {
+            (kid, seq): digest
+            for kid, seq, digest in session.connection().execute(
+                sa_select(
+                    col(IngestedEnvelope.kid),
+                    col(IngestedEnvelope.seq),
+                    col(IngestedEnvelope.signed_digest),
+                ).where(
+                    # Two plain IN lists (one index scan with array keys on PostgreSQL) instead
+                    # of a row-value IN, which PostgreSQL plans as one OR branch per pair.
+                    # They select a superset of the pairs; the lookup below keeps the exact ones.
+                    col(IngestedEnvelope.kid).in_({kid for kid, _ in keys}),
+                    col(IngestedEnvelope.seq).in_({seq for _, seq in keys}),
+                )
+            )
+        }
+        known: set[tuple[str, str]] = set()
+        if pairs:
+            known.update(
+                (device, mac)
+                for device, mac in session.connection().execute(
+                    # content_id leads the unique index; the MAC binds the device already, so
+                    # a MAC match on another device is impossible in practice and is filtered
+                    # out below by the pair check anyway.
+                    sa_select(col(Observation.device_id), col(Observation.content_id)).where(
+                        col(Observation.content_id).in_({mac for _, mac in pairs})
+                    )
+                )
+            )
+        return existing, known
+
+    def _inserters(self, dialect: Dialect) -> tuple[BulkInserter, BulkInserter]:
+        if self._bulk is None or self._bulk[0] != dialect.name:
+            self._bulk = (
+                dialect.name,
+                BulkInserter(_table(IngestedEnvelope), dialect),
+                BulkInserter(_table(Observation), dialect),
+            )
+        return self._bulk[1], self._bulk[2]
 
     def _quarantine(self, session: Session, gateway_id: str, rejected: list[_Rejected]) -> None:
         digests = {r.digest for r in rejected}

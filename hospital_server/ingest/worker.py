@@ -28,7 +28,7 @@ from sqlmodel import select
 from hospital_server.context import ServerContext
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest.mqtt import InboundMessage, IngestMqtt, MqttError
-from hospital_server.ingest.pipeline import IngestPipeline, worth_overlapping
+from hospital_server.ingest.pipeline import IngestPipeline
 from hospital_server.ingest.process import Ingestor
 from hospital_server.models import AuditEvent, Quarantine, utcnow
 from phd_protocol import crypto
@@ -77,12 +77,10 @@ class IngestWorker:
     def run(self) -> None:
         """Handle messages until :attr:`stop` is set or the connection drops.
 
-        On PostgreSQL batches go through an :class:`IngestPipeline`: the next batch is
-        verified while the previous one commits; each is answered (ack, then PUBACK) after its
-        own commit. On SQLite they are handled one after another (``worth_overlapping``).
+        Batches go through an :class:`IngestPipeline`: the next batch is verified while the
+        previous one commits; each is answered (ack, then PUBACK) after its own commit.
         """
-        if worth_overlapping(self.ctx.engine):
-            self._pipeline = IngestPipeline(self.ctx.sessions, self.ingestor, self._answer)
+        self._pipeline = IngestPipeline(self.ctx.sessions, self.ingestor, self._answer)
         try:
             while not self.stop.is_set():
                 message = self.mqtt.messages.get()
@@ -112,7 +110,7 @@ class IngestWorker:
             self.mqtt.ack(message)
             return
         pending = _Pending(message, gateway_id, batch.id)
-        if self._pipeline is None:  # SQLite, or called outside run(): one batch at a time
+        if self._pipeline is None:  # called outside run(): one batch at a time
             with self.ctx.sessions() as session:
                 self._answer(pending, self.ingestor.process(session, gateway_id, batch.envelopes))
             return

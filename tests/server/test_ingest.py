@@ -7,6 +7,7 @@ and checked for: its reason, its quarantine row holding the sealed bytes, its au
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from datetime import UTC, datetime, timedelta
@@ -24,15 +25,18 @@ from hospital_server.ingest.process import process_envelope
 from hospital_server.models import (
     AuditEvent,
     ConsentKind,
+    Credential,
     IngestedEnvelope,
     Observation,
     Quarantine,
 )
 from hospital_server.patients import record_consent
-from hospital_server.records import open_observation, open_observation_wire, open_raw
+from hospital_server.records import RecordError, open_envelope_record, open_observation
+from hospital_server.security import certificate_der_to_pem
 from phd_protocol import crypto
 from phd_protocol.envelope import DeviceSigner, RecipientKey
 from phd_protocol.errors import RejectReason
+from phd_protocol.pki import certificate_public_key, load_certificate
 from phd_protocol.sfloat import SpecialValue
 from phd_protocol.wire import AckStatus, EnvelopeResult, UplinkBatch
 from tests.server.ingest_world import RAW_BP, World, bp, temperature
@@ -88,30 +92,44 @@ def test_envelope_is_stored_encrypted_and_readable_with_the_patient_key(world: W
     )
     assert env.seq == device.seq
     assert env.gateway_id == GW
-    assert b"128" not in obs.value_ct
-    value = open_observation_wire(key, obs.value_ct, row_id=obs.id, patient_id=device.patient_id)
-    assert value == reading  # the wire dict as the device signed it
-    assert [
-        c.value
-        for c in open_observation(
-            key, obs.value_ct, row_id=obs.id, patient_id=device.patient_id
-        ).components
-    ] == [Decimal(128), Decimal(82)]
-    raw = open_raw(key, env.raw_ct or b"", row_id=env.id, patient_id=device.patient_id)
-    assert raw["raw"][0]["b"] == RAW_BP
-    assert raw["phd"] == {"model": "BP-1"}
-    assert obs.content_id == content_mac(
-        content_mac_key(key), device_id=device.device_id, content_id=value["id"]
+    assert b"128" not in env.signed_ct
+    record = open_envelope_record(
+        key, env.signed_ct, envelope_id=env.id, patient_id=device.patient_id
     )
-    # A value ciphertext moved to another row does not decrypt.
+    assert record.observations()[obs.item] == reading  # the wire dict as the device signed it
+    reopened = open_observation(
+        key, record, item=obs.item, device_id=device.device_id, content_id=obs.content_id
+    )
+    assert [c.value for c in reopened.components] == [Decimal(128), Decimal(82)]
+    assert record.raw_records()[0].b == RAW_BP
+    assert record.payload.phd == {"model": "BP-1"}
+    assert record.payload.seq == env.seq
+    assert obs.content_id == content_mac(
+        content_mac_key(key), device_id=device.device_id, content_id=reading["id"]
+    )
+    # The stored record still carries the device's signature: it verifies against the
+    # credential's certificate, and a flipped payload byte would not.
+    with world.ctx.sessions() as s:
+        cred = s.exec(select(Credential).where(Credential.device_id == device.device_id)).one()
+    cert_key = certificate_public_key(load_certificate(certificate_der_to_pem(cred.cert_der)))
+    record.verify(cert_key)
+    forged = dataclasses.replace(record.message, payload=record.message.payload[:-1] + b"\x00")
+    with pytest.raises(crypto.CryptoError):
+        dataclasses.replace(record, message=forged).verify(cert_key)
+    # A record ciphertext moved to another row (here: an observation's id) does not decrypt.
     with pytest.raises(Exception, match="does not decrypt"):
         decrypt_field(
             key,
-            obs.value_ct,
-            table="observation",
-            column="value",
-            row_id=env.id,
+            env.signed_ct,
+            table="ingested_envelope",
+            column="signed",
+            row_id=obs.id,
             patient_id=device.patient_id,
+        )
+    # A row pointed at a reading that is not its own is refused.
+    with pytest.raises(RecordError, match="does not match"):
+        open_observation(
+            key, record, item=obs.item, device_id=device.device_id, content_id="0" * 64
         )
     assert world.ctx.metrics.envelopes.labels(outcome="stored")._value.get() == 1
     assert world.ctx.metrics.latency._sum.get() >= 0
@@ -258,8 +276,15 @@ def test_implausible_and_special_values_are_kept_and_flagged(world: World) -> No
         rows = list(s.exec(select(Observation).order_by(col(Observation.measured_at))))
         key = world.ctx.keys.get(s, device.patient_id)
     assert [r.quality for r in rows] == ["implausible", "special", "ok"]
+    with world.ctx.sessions() as s:
+        env = s.exec(select(IngestedEnvelope)).one()
+    record = open_envelope_record(
+        key, env.signed_ct, envelope_id=env.id, patient_id=device.patient_id
+    )
     values = [
-        open_observation(key, r.value_ct, row_id=r.id, patient_id=device.patient_id).value
+        open_observation(
+            key, record, item=r.item, device_id=device.device_id, content_id=r.content_id
+        ).value
         for r in rows
     ]
     # never "fixed", never turned into numbers

@@ -193,7 +193,7 @@ def upgrade() -> None:
         sa.Column("sealed_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("received_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("observations", sa.Integer(), nullable=False),
-        sa.Column("raw_ct", sa.LargeBinary(), nullable=True),
+        sa.Column("signed_ct", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["device.id"],
@@ -217,12 +217,12 @@ def upgrade() -> None:
         sa.Column("patient_id", AutoString(length=36), nullable=False),
         sa.Column("device_id", AutoString(length=36), nullable=False),
         sa.Column("envelope_id", AutoString(length=36), nullable=False),
+        sa.Column("item", sa.Integer(), nullable=False),
         sa.Column("content_id", AutoString(length=64), nullable=False),
         sa.Column("mdc_code", sa.Integer(), nullable=False),
         sa.Column("quality", AutoString(length=16), nullable=False),
         sa.Column("measured_at", UTCDateTime(timezone=True), nullable=True),
         sa.Column("received_at", UTCDateTime(timezone=True), nullable=False),
-        sa.Column("value_ct", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
             ["device_id"],
             ["device.id"],
