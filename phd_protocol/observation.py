@@ -516,7 +516,7 @@ def _from_wire(wire: object) -> Observation:
     and the instance is then built without re-running the constructor (the hospital ingests
     every reading through this: checking each field twice cost a third of its time).
     tests/protocol/test_observation.py checks that whatever it accepts the constructor accepts."""
-    if not isinstance(wire, Mapping):
+    if type(wire) is not dict and not isinstance(wire, Mapping):  # dict first: no ABC check
         raise ParseError("observation: expected a map")
     keys = set(wire)
     missing = [k for k in _REQUIRED if k not in keys]
@@ -543,7 +543,7 @@ def _from_wire(wire: object) -> Observation:
     for index, raw in enumerate(raw_components):
         where = f"components[{index}]"
         if (
-            not isinstance(raw, Mapping)
+            (type(raw) is not dict and not isinstance(raw, Mapping))
             or not set(raw) <= _COMPONENT_KEYS
             or "mdc_code" not in raw
             or "value" not in raw

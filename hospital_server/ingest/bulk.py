@@ -9,7 +9,8 @@ reads back the same way), and then:
 
 - PostgreSQL: ``COPY table (columns) FROM STDIN``, one stream for the batch, inside the
   session's transaction (psycopg 3's copy API on the same connection);
-- SQLite: one ``INSERT`` prepared once and run with ``executemany`` (sqlite3 steps it in C).
+- SQLite: one multi-row ``INSERT ... VALUES (...), (...)`` per chunk of rows (one step in C,
+  see :meth:`BulkInserter.insert` for why not executemany).
 
 Constraints apply as to any insert: a unique violation raises SQLAlchemy's ``IntegrityError``
 on both backends (COPY's driver errors are wrapped here as SQLAlchemy wraps any other), so the
@@ -18,7 +19,8 @@ caller's conflict handling is the same for both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import psycopg
@@ -28,7 +30,9 @@ from sqlalchemy.exc import DBAPIError
 
 __all__ = ["BulkInserter"]
 
-_Processor = Callable[[Any], Any] | None
+# Rows per SQLite INSERT: 256 rows of our widest table stay far below SQLite's limit of 32,766
+# bound parameters per statement.
+_SQLITE_ROWS = 256
 
 
 class BulkInserter:
@@ -37,19 +41,22 @@ class BulkInserter:
     def __init__(self, table: Table, dialect: Dialect) -> None:
         self._table = table.name
         self._columns = tuple(c.name for c in table.columns)
-        self._processors: tuple[_Processor, ...] = tuple(
-            c.type.bind_processor(dialect) for c in table.columns
+        # Only the columns whose type converts values (times here); the rest pass as they are.
+        self._processors = tuple(
+            (at, proc)
+            for at, column in enumerate(table.columns)
+            if (proc := column.type.bind_processor(dialect)) is not None
         )
+        self._get = itemgetter(*self._columns)
         self._postgres = dialect.name == "postgresql"
         # Identifiers come from the schema (never from input) and are quoted by the dialect;
         # every value is bound or streamed, never written into the statement.
         quote = dialect.identifier_preparer.quote
         target = f"{quote(self._table)} ({', '.join(quote(n) for n in self._columns)})"
-        if self._postgres:
-            self._sql = f"COPY {target} FROM STDIN"
-        else:
-            marks = ", ".join("?" for _ in self._columns)
-            self._sql = f"INSERT INTO {target} VALUES ({marks})"  # noqa: S608 -- see above
+        self._sql = f"COPY {target} FROM STDIN"
+        self._insert = f"INSERT INTO {target} VALUES "  # noqa: S608 -- see above
+        self._row_marks = "(" + ", ".join("?" for _ in self._columns) + ")"
+        self._statements: dict[int, str] = {}
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -62,16 +69,28 @@ class BulkInserter:
         tuples = [self._values(row) for row in rows]
         if self._postgres:
             self._copy(connection, tuples)
-        else:
-            connection.exec_driver_sql(self._sql, tuples)
+            return
+        # One multi-row INSERT per chunk rather than executemany: sqlite3 releases and retakes
+        # the GIL around every step, and each retake waits for the verifying thread to yield
+        # (up to the switch interval), so per-row steps starved the pipeline's committer.
+        for at in range(0, len(tuples), _SQLITE_ROWS):
+            chunk = tuples[at : at + _SQLITE_ROWS]
+            flat = tuple(value for values in chunk for value in values)
+            connection.exec_driver_sql(self._statement(len(chunk)), flat)
+
+    def _statement(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            sql = self._statements[rows] = self._insert + ", ".join([self._row_marks] * rows)
+        return sql
 
     def _values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            value if proc is None or value is None else proc(value)
-            for value, proc in zip(
-                (row[name] for name in self._columns), self._processors, strict=True
-            )
-        )
+        got = self._get(row)
+        values = list(got) if len(self._columns) > 1 else [got]  # itemgetter of one: a scalar
+        for at, proc in self._processors:
+            if values[at] is not None:
+                values[at] = proc(values[at])
+        return tuple(values)
 
     def _copy(self, connection: Connection, tuples: list[tuple[Any, ...]]) -> None:
         driver = connection.connection.driver_connection

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,7 +115,7 @@ class _Reject(Exception):  # noqa: N818 -- internal control flow, never escapes 
         self.kid = kid
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Credential:
     record: CredentialRecord
     device_id: str
@@ -167,7 +168,8 @@ class _Batch:
 
 
 class Ingestor:
-    """Stateless across batches except for caches of immutable things (verifying keys)."""
+    """Stateless across batches except for caches: verifying keys by kid (a certificate never
+    changes), and credential records by their whole database row (read again every batch)."""
 
     def __init__(
         self,
@@ -185,6 +187,7 @@ class Ingestor:
         self.clock = clock
         # A certificate's key never changes: parse each certificate once (parsing is slow).
         self._verifiers: dict[str, crypto.VerifyingKey] = {}
+        self._standing: dict[str, tuple[tuple[Any, ...], _Credential]] = {}
         self._bulk: tuple[str, BulkInserter, BulkInserter] | None = None
 
     # ------------------------------------------------------------------ public
@@ -460,7 +463,15 @@ class Ingestor:
             .all()
         )
         out: dict[str, _Credential] = {}
-        for kid, der, not_before, not_after, revoked_at, dev, dev_status, pid, p_status in rows:
+        for row in rows:
+            kid, der, not_before, not_after, revoked_at, dev, dev_status, pid, p_status = row
+            # The row is the whole standing: an unchanged row gives the same record (building
+            # one parses times and checks the key); any change, a revocation say, a new one.
+            standing = tuple(row[2:])
+            cached = self._standing.get(kid)
+            if cached is not None and cached[0] == standing:
+                out[kid] = cached[1]
+                continue
             key = self._verifiers.get(kid)
             if key is None:
                 key = certificate_public_key(load_certificate(certificate_der_to_pem(der)))
@@ -479,6 +490,7 @@ class Ingestor:
                 device_status=dev_status,
                 patient_status=p_status,
             )
+            self._standing[kid] = (standing, out[kid])
         return out
 
     # ------------------------------------------------------------------ phase 2: one write
@@ -624,11 +636,9 @@ class Ingestor:
             self.metrics.rejected.labels(reason=rej.reason.value).inc()
         for acc in batch.accepted:
             self.metrics.latency.observe(max(0.0, (now - acc.sealed_at).total_seconds()))
-        results: list[EnvelopeResult] = []
-        for result in batch.results:
-            final = result if result is not None else EnvelopeResult.retry_later()
-            self.metrics.envelopes.labels(outcome=final.status.value).inc()
-            results.append(final)
+        results = [r if r is not None else EnvelopeResult.retry_later() for r in batch.results]
+        for outcome, count in Counter(r.status.value for r in results).items():
+            self.metrics.envelopes.labels(outcome=outcome).inc(count)  # once per outcome
         return results
 
     def _all_retry(self, count: int) -> list[EnvelopeResult]:

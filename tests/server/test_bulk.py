@@ -81,3 +81,28 @@ def test_a_missing_column_is_refused_before_anything_is_sent(sessions: SessionFa
     with sessions() as s, pytest.raises(KeyError):
         bulk.insert(s.connection(), [row])
     assert bulk.columns[0] == "id"
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        T0,
+        T0.replace(microsecond=0),  # isoformat would drop the fraction without timespec
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+        datetime(2026, 3, 29, 2, 30, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+    ],
+)
+def test_sqlite_time_text_is_what_sqlalchemy_itself_would_store(moment: datetime) -> None:
+    from sqlalchemy.dialects.sqlite import DATETIME
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+    from hospital_server.models import UTCDateTime
+
+    dialect = SQLiteDialect_pysqlite()
+    fast = UTCDateTime().bind_processor(dialect)
+    standard = DATETIME().bind_processor(dialect)  # type: ignore[no-untyped-call]
+    assert fast is not None
+    assert standard is not None
+    assert fast(moment) == standard(moment.astimezone(UTC).replace(tzinfo=None))
+    with pytest.raises(ValueError, match="naive"):
+        fast(moment.replace(tzinfo=None))
