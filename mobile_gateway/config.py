@@ -27,7 +27,7 @@ Example file (every key shown with its default, except the required ``[broker]``
     [uplink]
     batch_max_count = 64
     batch_max_bytes = 1048576
-    max_in_flight = 2                             # batches awaiting the hospital's ack
+    max_in_flight = 3                             # batches awaiting the hospital's ack
     ack_timeout = 30.0
     retry_base = 2.0
     retry_cap = 300.0
@@ -70,11 +70,12 @@ class GatewayConfig:
     batch_max_count: int = MAX_BATCH_ENVELOPES
     batch_max_bytes: int = MAX_BATCH_BYTES
     # Batches awaiting the hospital's ack. Small on purpose: the hospital answers a batch
-    # only after committing it, so batches beyond the one being committed just queue at the
-    # worker (latency = window x commit time) and stay small (one commit per few envelopes).
-    # With 2, envelopes that arrive meanwhile wait in the outbox and leave as one bigger batch.
-    # Measured by `phd bench e2e` (docs/gateway.md "Uplink window and latency").
-    max_in_flight: int = 2
+    # only after committing it, so batches beyond what the worker holds (one committing, one
+    # being verified) just queue there (latency = window x commit time) and stay small (one
+    # commit per few envelopes). With 3, envelopes that arrive meanwhile wait in the outbox
+    # and leave as one bigger batch. Measured by `phd bench e2e` (docs/gateway.md "Uplink
+    # window and latency").
+    max_in_flight: int = 3
     ack_timeout: float = 30.0
     retry_base: float = 2.0
     retry_cap: float = 300.0

@@ -74,7 +74,7 @@ class UplinkSettings:
     gateway_id: str
     batch_max_count: int
     batch_max_bytes: int
-    max_in_flight: int = 2  # see GatewayConfig.max_in_flight
+    max_in_flight: int = 3  # see GatewayConfig.max_in_flight
     ack_timeout: float = 30.0
     retry: Backoff = field(default_factory=lambda: Backoff(base=2.0, cap=300.0))
     reconnect: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=60.0))

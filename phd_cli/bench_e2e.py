@@ -586,8 +586,8 @@ async def _bench(console: Any, quick: bool) -> list[BenchRow]:
         ports=ports,
         mosquitto=mosquitto,
         supervisor=supervisor,
-        # The gateway's default window (mobile_gateway.config: 2 batches awaiting the ack).
-        tuning=UplinkTuning(ack_timeout=30.0, max_in_flight=2, batch_max_count=BATCH),
+        # The gateway's default window (mobile_gateway.config: 3 batches awaiting the ack).
+        tuning=UplinkTuning(ack_timeout=30.0, max_in_flight=3, batch_max_count=BATCH),
     )
     rows: list[BenchRow] = []
     try:

@@ -41,7 +41,7 @@ class UplinkTuning:
     retry_cap: float = 5.0
     reconnect_base: float = 0.5
     reconnect_cap: float = 5.0
-    max_in_flight: int = 2  # as the gateway default: a deeper window queues batches at the worker
+    max_in_flight: int = 3  # as the gateway default: a deeper window queues batches at the worker
     batch_max_count: int = 64
 
 
