@@ -30,12 +30,15 @@ a new seq adds nothing (the envelope is still recorded, so its seq is consumed).
 plausibility ranges are stored with quality ``implausible``; special values as ``special``.
 
 Two phases keep SQLite writers short: phase 1 reads (deferred transaction) and does all crypto
-and encryption; phase 2 writes every row of the batch in one transaction and commits. If a
-concurrent worker committed the same envelope in between (unique constraint), the batch is
-retried envelope by envelope; a transient database error answers ``retry_later`` for every
-envelope not yet committed. Rejections go to the ``quarantine`` table (sealed bytes + reason,
-once per envelope digest), to ``phd_ingest_rejected_total{reason}`` and to an
-``ingest.rejected`` audit event, all with ids only. Nothing here logs content.
+and encryption; phase 2 writes every row of the batch in one transaction and commits. Phase 2
+is optimistic: it inserts without first looking for stored envelopes or readings, and only if
+a unique constraint fires does a careful pass (rolled back and redone) look them up to answer
+``duplicate`` or ``replay``. If a concurrent worker committed the same envelope in between,
+the batch is retried envelope by envelope; a transient database error answers
+``retry_later`` for every envelope not yet committed. Rejections go to the ``quarantine``
+table (sealed bytes + reason, once per envelope digest), to
+``phd_ingest_rejected_total{reason}`` and to an ``ingest.rejected`` audit event, all with ids
+only. Nothing here logs content.
 """
 
 from __future__ import annotations
