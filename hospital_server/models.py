@@ -35,6 +35,8 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "AuditEvent",
+    "BreakGlass",
+    "CareTeamMember",
     "Consent",
     "ConsentCreate",
     "ConsentKind",
@@ -55,7 +57,9 @@ __all__ = [
     "PatientPublic",
     "PatientStatus",
     "Quarantine",
+    "RefreshToken",
     "StaffUser",
+    "TokenSigningKey",
     "UTCDateTime",
     "new_id",
     "new_ids",
@@ -396,6 +400,75 @@ class StaffUser(SQLModel, table=True):
     role: str = Field(max_length=16)
     active: bool = True
     created_at: datetime = _ts()
+    # TOTP (RFC 6238) secret, wrapped by the key provider's KEK with the user id as context;
+    # None until the user enrolls a second factor. totp_last_step: the newest time step
+    # accepted, so a code is good once (no replay within its validity window).
+    totp_wrapped: bytes | None = _blob(nullable=True)
+    totp_kek_id: str | None = Field(default=None, max_length=64)
+    totp_last_step: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Consecutive failed logins and the lockout they caused (online guessing bound).
+    failed_logins: int = 0
+    locked_until: datetime | None = _ts(nullable=True)
+
+
+class RefreshToken(SQLModel, table=True):
+    """One refresh token (stored as its SHA-256 only). Each use rotates it: the presented
+    token is marked used and a new one of the same family issued; presenting a used token
+    again revokes the whole family (theft detection, RFC 9700 section 4.14.2)."""
+
+    __tablename__ = "refresh_token"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="staff_user.id", max_length=36, index=True)
+    family_id: str = Field(max_length=36, index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    issued_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
+
+
+class TokenSigningKey(SQLModel, table=True):
+    """An ES256 key of the built-in token issuer. The private key is wrapped by the key
+    provider's KEK (context: the kid), so every API instance sharing the database signs and
+    verifies with the same keys. The newest active key signs; retired keys stay published in
+    the JWKS until the last token they signed has expired."""
+
+    __tablename__ = "token_signing_key"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    public_pem: bytes = _blob()
+    private_wrapped: bytes = _blob()
+    kek_id: str = Field(max_length=64)
+    created_at: datetime = _ts()
+    retired_at: datetime | None = _ts(nullable=True)
+
+
+class CareTeamMember(SQLModel, table=True):
+    """A clinician or nurse on a patient's care team: the only staff who read that patient's
+    data without break-glass."""
+
+    __tablename__ = "care_team_member"
+
+    patient_id: str = Field(primary_key=True, foreign_key="patient.id", max_length=36)
+    user_id: str = Field(primary_key=True, foreign_key="staff_user.id", max_length=36, index=True)
+    added_by: str = Field(max_length=36)
+    added_at: datetime = _ts()
+
+
+class BreakGlass(SQLModel, table=True):
+    """Emergency access outside the care team: time-limited, flagged, reason kept encrypted
+    (free text may name the person; it is sealed with the patient's data key)."""
+
+    __tablename__ = "break_glass"
+    __table_args__ = (Index("ix_break_glass_user_patient", "user_id", "patient_id", "expires_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(foreign_key="staff_user.id", max_length=36)
+    patient_id: str = Field(foreign_key="patient.id", max_length=36, index=True)
+    reason_ct: bytes = _blob()
+    granted_at: datetime = _ts()
+    expires_at: datetime = _ts()
 
 
 class AuditEvent(SQLModel, table=True):
