@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import Table, bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
@@ -261,9 +261,7 @@ class Ingestor:
         try:
             # Core statements, not ORM queries, on the hot path: ingest reads plain columns
             # and the ORM's per-row bookkeeping cost more than the queries themselves.
-            gateway_status = session.connection().scalar(
-                sa_select(col(Gateway.status)).where(col(Gateway.id) == gateway_id)
-            )
+            gateway_status = session.connection().scalar(_GATEWAY_STATUS, {"id": gateway_id})
             gateway_revoked = gateway_status == "revoked"
             now = self.clock()
             digests = [crypto.sha256(data).hex() for data in envelopes]
@@ -445,26 +443,7 @@ class Ingestor:
         """Credential, device and patient standing for every kid of a batch, in one query."""
         if not kids:
             return {}
-        rows = (
-            session.connection()
-            .execute(
-                sa_select(
-                    col(Credential.kid),
-                    col(Credential.cert_der),
-                    col(Credential.not_before),
-                    col(Credential.not_after),
-                    col(Credential.revoked_at),
-                    col(Device.id),
-                    col(Device.status),
-                    col(Patient.id),
-                    col(Patient.status),
-                )
-                .join(Device, col(Device.id) == col(Credential.device_id))
-                .join(Patient, col(Patient.id) == col(Device.patient_id))
-                .where(col(Credential.kid).in_(kids))
-            )
-            .all()
-        )
+        rows = session.connection().execute(_CREDENTIALS, {"kids": sorted(kids)}).all()
         out: dict[str, _Credential] = {}
         for row in rows:
             kid, der, not_before, not_after, revoked_at, dev, dev_status, pid, p_status = row
@@ -674,12 +653,7 @@ def _collection_consent(session: Session, patient_ids: set[str]) -> dict[str, bo
         return {}
     latest: dict[str, bool] = {}
     for pid, granted in session.connection().execute(
-        sa_select(col(Consent.patient_id), col(Consent.granted))
-        .where(
-            col(Consent.patient_id).in_(patient_ids),
-            col(Consent.kind) == ConsentKind.COLLECTION,
-        )
-        .order_by(col(Consent.id))
+        _COLLECTION_CONSENT, {"patients": sorted(patient_ids)}
     ):
         latest[pid] = granted
     return latest
@@ -691,5 +665,33 @@ def process_envelope(
     """The plain per-envelope function: process one envelope, commit, return its status."""
     return ingestor.process(session, gateway_id, [envelope])[0]
 
+
+# The per-batch reads, built once: constructing a Core statement cost more than running it
+# (600 µs of a batch's 1.3 ms). Expanding bind parameters keep one cached compiled form.
+_GATEWAY_STATUS = sa_select(col(Gateway.status)).where(col(Gateway.id) == bindparam("id"))
+_CREDENTIALS = (
+    sa_select(
+        col(Credential.kid),
+        col(Credential.cert_der),
+        col(Credential.not_before),
+        col(Credential.not_after),
+        col(Credential.revoked_at),
+        col(Device.id),
+        col(Device.status),
+        col(Patient.id),
+        col(Patient.status),
+    )
+    .join(Device, col(Device.id) == col(Credential.device_id))
+    .join(Patient, col(Patient.id) == col(Device.patient_id))
+    .where(col(Credential.kid).in_(bindparam("kids", expanding=True)))
+)
+_COLLECTION_CONSENT = (
+    sa_select(col(Consent.patient_id), col(Consent.granted))
+    .where(
+        col(Consent.patient_id).in_(bindparam("patients", expanding=True)),
+        col(Consent.kind) == ConsentKind.COLLECTION,
+    )
+    .order_by(col(Consent.id))
+)
 
 _ = audit  # event names come from hospital_server.audit.EVENT_TYPES ("ingest.rejected")
