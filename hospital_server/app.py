@@ -2,7 +2,9 @@
 
 ``create_app(settings)`` builds a :class:`~hospital_server.context.ServerContext` (engine, key
 provider, metrics) unless one is passed in (tests, or ``phd server run`` sharing it with the
-ingest workers), and mounts the routers. The OpenAPI document is at ``/openapi.json``.
+ingest workers), the external OIDC verifier when one is configured (it fetches nothing until a
+token of that issuer arrives), and mounts the routers. The OpenAPI document is at
+``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hospital_server.api.routes import devices, enroll, gateways, health, patients
+from hospital_server.api.routes import auth, devices, enroll, gateways, health, patients, users
+from hospital_server.auth.oidc import OidcVerifier
 from hospital_server.context import ServerContext
 from hospital_server.enrollment import EnrollmentService
 from hospital_server.settings import Settings
@@ -38,6 +41,8 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
     )
     app.state.ctx = ctx
     app.state.enrollment = EnrollmentService(layout=ctx.pki, keys=ctx.keys, pepper=ctx.code_pepper)
-    for module in (health, patients, devices, gateways, enroll):
+    app.state.oidc = OidcVerifier.from_settings(settings)
+    for module in (health, auth, users, patients, devices, gateways, enroll):
         app.include_router(module.router)
+    app.include_router(auth.wellknown)
     return app

@@ -52,6 +52,62 @@ class Settings(BaseSettings):
     enrollment_code_ttl: timedelta = timedelta(minutes=15)
     enrollment_code_max_attempts: int = Field(default=5, ge=1, le=20)
 
+    # -- clinician API authentication (docs/auth.md): the built-in ES256 token issuer
+    token_issuer: str = Field(default="phd-hospital", min_length=1, max_length=256)
+    token_audience: str = Field(default="phd-hospital-api", min_length=1, max_length=256)
+    access_token_ttl: timedelta = timedelta(minutes=10)
+    refresh_token_ttl: timedelta = timedelta(hours=12)
+    # Clock difference tolerated between issuer and verifier instances (exp, nbf, iat).
+    token_leeway: timedelta = timedelta(seconds=30)
+    login_max_failures: int = Field(default=5, ge=1, le=20)
+    login_lockout: timedelta = timedelta(minutes=15)
+
+    # -- optional external OpenID Connect issuer (all of issuer, JWKS URL and audience, or
+    # none). Its tokens map to an active staff user of the same name (preferred_username).
+    oidc_issuer: str | None = Field(default=None, min_length=1, max_length=256)
+    oidc_jwks_url: str | None = Field(default=None, pattern=r"^https?://", max_length=1024)
+    oidc_audience: str | None = Field(default=None, min_length=1, max_length=256)
+    # A claim (string or list of strings) that must hold the staff user's role, if set.
+    oidc_role_claim: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.:/-]{1,128}$", max_length=128
+    )
+    oidc_algorithms: tuple[Literal["ES256", "RS256", "PS256"], ...] = ("ES256",)
+
+    @model_validator(mode="after")
+    def _token_lifetimes(self) -> Settings:
+        minute, day = timedelta(minutes=1), timedelta(days=1)
+        if not minute <= self.access_token_ttl <= timedelta(hours=1):
+            raise ValueError("access_token_ttl must be between 1 minute and 1 hour")
+        if not self.access_token_ttl < self.refresh_token_ttl <= 7 * day:
+            raise ValueError("refresh_token_ttl must exceed access_token_ttl, at most 7 days")
+        if not timedelta(0) <= self.token_leeway <= 5 * minute:
+            raise ValueError("token_leeway must be between 0 and 5 minutes")
+        if not minute <= self.login_lockout <= day:
+            raise ValueError("login_lockout must be between 1 minute and 1 day")
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_all_or_nothing(self) -> Settings:
+        named = {
+            "oidc_issuer": self.oidc_issuer,
+            "oidc_jwks_url": self.oidc_jwks_url,
+            "oidc_audience": self.oidc_audience,
+        }
+        if all(v is None for v in named.values()):
+            if self.oidc_role_claim is not None:
+                raise ValueError("oidc_role_claim needs oidc_issuer, oidc_jwks_url, oidc_audience")
+            return self
+        missing = [name for name, value in named.items() if value is None]
+        if missing:
+            raise ValueError(f"an external OIDC issuer also needs: {', '.join(missing)}")
+        if self.oidc_issuer == self.token_issuer:
+            raise ValueError("oidc_issuer must differ from token_issuer")
+        if not self.oidc_algorithms:
+            raise ValueError("oidc_algorithms must name at least one algorithm")
+        if self.profile != "dev" and not str(self.oidc_jwks_url).startswith("https://"):
+            raise ValueError("oidc_jwks_url must be https outside the dev profile")
+        return self
+
     @model_validator(mode="after")
     def _no_secret_defaults_outside_dev(self) -> Settings:
         if self.profile == "dev":

@@ -7,6 +7,7 @@ PostgreSQL); each test gets a fresh copy.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 from collections.abc import Iterator
@@ -15,15 +16,18 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 
+from hospital_server.auth.tokens import TokenPolicy, issue_access_token
 from hospital_server.context import ServerContext, tcp_probe
 from hospital_server.db import SessionFactory, make_engine, make_session_factory
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.keys import LocalKeyFileProvider
 from hospital_server.migrations import upgrade
+from hospital_server.models import StaffUser, utcnow
 from hospital_server.pki.layout import PkiLayout
 from hospital_server.settings import Settings
-from hospital_server.staff import create_staff_user
+from hospital_server.staff import create_staff_user, provision_totp
 from tests.pg_fixtures import PostgresServer, fresh_database, postgresql_server
 from tests.pki_fixtures import make_pki
 from tests.server.ingest_world import World, build_world
@@ -101,6 +105,42 @@ ADMIN = ("admin", "correct horse battery staple")
 CLINICIAN = ("dr-who", "another long password")
 
 
+def totp_secret_for(username: str) -> bytes:
+    """The fixture users' TOTP secrets: fixed per name, so a test can compute codes."""
+    return hashlib.sha256(b"test-totp\x00" + username.encode()).digest()[:20]
+
+
+def add_staff_user(
+    ctx: ServerContext, username: str, password: str, *, role: str, actor: str = "bootstrap"
+) -> str:
+    """A staff user with a TOTP secret (:func:`totp_secret_for`); returns the user id."""
+    with ctx.sessions() as session:
+        user = create_staff_user(session, username, password, role=role, actor=actor)
+        provision_totp(
+            session, ctx.key_provider, user, actor=actor, secret=totp_secret_for(username)
+        )
+        session.commit()
+        return user.id
+
+
+def bearer_headers(ctx: ServerContext, username: str) -> dict[str, str]:
+    """An Authorization header with a fresh access token for ``username``, issued directly
+    (no password, TOTP or audit: for tests about something other than logging in). Blocking:
+    from async tests call it through ``asyncio.to_thread``."""
+    with ctx.sessions() as session:
+        user = session.exec(select(StaffUser).where(StaffUser.username == username)).one()
+        access = issue_access_token(
+            session,
+            ctx.key_provider,
+            TokenPolicy.from_settings(ctx.settings),
+            user_id=user.id,
+            role=user.role,
+            now=utcnow(),
+        )
+        session.commit()
+    return {"Authorization": f"Bearer {access.token}"}
+
+
 @pytest.fixture
 def settings(db_url: str, key_file: Path) -> Settings:
     return Settings(profile="dev", database_url=SecretStr(db_url), key_file=key_file)
@@ -118,12 +158,20 @@ def broker_listener() -> Iterator[tuple[str, int]]:
 @pytest.fixture
 def context(settings: Settings, broker_listener: tuple[str, int]) -> Iterator[ServerContext]:
     ctx = ServerContext.build(settings, broker_probe=tcp_probe(*broker_listener))
-    with ctx.sessions() as session:
-        create_staff_user(session, ADMIN[0], ADMIN[1], role="admin", actor="bootstrap")
-        create_staff_user(session, CLINICIAN[0], CLINICIAN[1], role="clinician", actor="bootstrap")
-        session.commit()
+    add_staff_user(ctx, *ADMIN, role="admin")
+    add_staff_user(ctx, *CLINICIAN, role="clinician")
     yield ctx
     ctx.close()
+
+
+@pytest.fixture
+def admin_headers(context: ServerContext) -> dict[str, str]:
+    return bearer_headers(context, ADMIN[0])
+
+
+@pytest.fixture
+def clinician_headers(context: ServerContext) -> dict[str, str]:
+    return bearer_headers(context, CLINICIAN[0])
 
 
 # ---------------------------------------------------------------- ingest

@@ -16,7 +16,7 @@ from hospital_server.context import ServerContext, tcp_probe
 from hospital_server.models import AuditEvent, Device, EnrollmentCode, Gateway
 from hospital_server.settings import Settings
 from phd_protocol.enrollment import hash_code
-from tests.server.conftest import ADMIN, CLINICIAN
+from tests.server.conftest import ADMIN
 
 PATIENT = {"name": "Carol Test", "mrn": "H-1001", "date_of_birth": "1961-07-04"}
 
@@ -75,44 +75,62 @@ async def test_readiness_fails_when_the_broker_is_unreachable(
     assert r.json()["database"] == "ok"
 
 
-async def test_staff_endpoints_need_an_admin(
-    client: httpx.AsyncClient, context: ServerContext
+async def test_staff_endpoints_need_an_admin_bearer_token(
+    client: httpx.AsyncClient,
+    context: ServerContext,
+    clinician_headers: dict[str, str],
 ) -> None:
-    assert (await client.post("/api/v1/patients", json=PATIENT)).status_code == 401
-    wrong = await client.post("/api/v1/patients", json=PATIENT, auth=(ADMIN[0], "wrong password"))
-    assert wrong.status_code == 401
-    unknown = await client.post("/api/v1/patients", json=PATIENT, auth=("nobody", "x" * 20))
-    assert unknown.status_code == 401
-    clinician = await client.post("/api/v1/patients", json=PATIENT, auth=CLINICIAN)
+    missing = await client.post("/api/v1/patients", json=PATIENT)
+    assert missing.status_code == 401
+    assert missing.json() == {"detail": "not_authenticated"}
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    # HTTP Basic is gone: a correct admin password over Basic is not an authentication.
+    basic = await client.post("/api/v1/patients", json=PATIENT, auth=ADMIN)
+    assert basic.status_code == 401
+    assert basic.json() == {"detail": "not_authenticated"}
+    garbage = await client.post(
+        "/api/v1/patients", json=PATIENT, headers={"Authorization": "Bearer not.a.token"}
+    )
+    assert garbage.status_code == 401
+    assert garbage.json() == {"detail": "invalid_token"}
+    assert 'error="invalid_token"' in garbage.headers["www-authenticate"]
+    clinician = await client.post("/api/v1/patients", json=PATIENT, headers=clinician_headers)
     assert clinician.status_code == 403
+    assert clinician.json() == {"detail": "role_not_allowed"}
     failed = await asyncio.to_thread(_audit, context, "auth.failed")
-    assert sorted(e.actor for e in failed) == ["admin", "nobody"]
+    assert [(e.actor, json.loads(e.detail)) for e in failed] == [
+        ("unknown", {"reason": "malformed", "via": "bearer"})
+    ]
     denied = await asyncio.to_thread(_audit, context, "authz.denied")
-    assert len(denied) == 1
+    assert [json.loads(e.detail) for e in denied] == [{"role": "clinician", "required": "admin"}]
 
 
 async def test_patient_consent_device_registration_and_revocation(
-    client: httpx.AsyncClient, context: ServerContext
+    client: httpx.AsyncClient, context: ServerContext, admin_headers: dict[str, str]
 ) -> None:
-    r = await client.post("/api/v1/patients", json=PATIENT, auth=ADMIN)
+    r = await client.post("/api/v1/patients", json=PATIENT, headers=admin_headers)
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
     assert set(r.json()) == {"id", "status", "created_at"}  # no identifiers echoed back
-    dup = await client.post("/api/v1/patients", json={**PATIENT, "mrn": " h-1001"}, auth=ADMIN)
+    dup = await client.post(
+        "/api/v1/patients", json={**PATIENT, "mrn": " h-1001"}, headers=admin_headers
+    )
     assert dup.status_code == 409
 
     for kind, granted in (("collection", True), ("ai_research", True), ("ai_research", False)):
         c = await client.post(
             f"/api/v1/patients/{pid}/consents",
             json={"kind": kind, "granted": granted},
-            auth=ADMIN,
+            headers=admin_headers,
         )
         assert c.status_code == 201
     bad = await client.post(
-        f"/api/v1/patients/{pid}/consents", json={"kind": "marketing", "granted": True}, auth=ADMIN
+        f"/api/v1/patients/{pid}/consents",
+        json={"kind": "marketing", "granted": True},
+        headers=admin_headers,
     )
     assert bad.status_code == 422
-    history = (await client.get(f"/api/v1/patients/{pid}/consents", auth=ADMIN)).json()
+    history = (await client.get(f"/api/v1/patients/{pid}/consents", headers=admin_headers)).json()
     assert [(h["kind"], h["granted"]) for h in history] == [
         ("collection", True),
         ("ai_research", True),
@@ -121,7 +139,7 @@ async def test_patient_consent_device_registration_and_revocation(
     assert len(await asyncio.to_thread(_audit, context, "consent.changed")) == 3
 
     reg = await client.post(
-        f"/api/v1/patients/{pid}/devices", json={"kind": "blood_pressure"}, auth=ADMIN
+        f"/api/v1/patients/{pid}/devices", json={"kind": "blood_pressure"}, headers=admin_headers
     )
     assert reg.status_code == 201, reg.text
     body = reg.json()
@@ -138,15 +156,17 @@ async def test_patient_consent_device_registration_and_revocation(
     # Only the hash of the code is at rest.
     assert await asyncio.to_thread(stored_codes) == [hash_code(context.code_pepper, code).hex()]
 
-    listed = (await client.get("/api/v1/devices", params={"patient_id": pid}, auth=ADMIN)).json()
+    listed = (
+        await client.get("/api/v1/devices", params={"patient_id": pid}, headers=admin_headers)
+    ).json()
     assert [d["id"] for d in listed] == [device_id]
 
-    rev = await client.post(f"/api/v1/devices/{device_id}/revoke", auth=ADMIN)
+    rev = await client.post(f"/api/v1/devices/{device_id}/revoke", headers=admin_headers)
     assert rev.status_code == 200
     assert rev.json()["status"] == "revoked"
-    again = await client.post(f"/api/v1/devices/{device_id}/revoke", auth=ADMIN)
+    again = await client.post(f"/api/v1/devices/{device_id}/revoke", headers=admin_headers)
     assert again.status_code == 409
-    missing = await client.post("/api/v1/devices/nope/revoke", auth=ADMIN)
+    missing = await client.post("/api/v1/devices/nope/revoke", headers=admin_headers)
     assert missing.status_code == 404
 
     def device_status() -> str:
@@ -161,20 +181,22 @@ async def test_patient_consent_device_registration_and_revocation(
     assert all("Carol" not in e.detail for e in revoked)
 
 
-async def test_register_device_for_unknown_patient_is_refused(client: httpx.AsyncClient) -> None:
+async def test_register_device_for_unknown_patient_is_refused(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
     r = await client.post(
-        "/api/v1/patients/unknown/devices", json={"kind": "blood_pressure"}, auth=ADMIN
+        "/api/v1/patients/unknown/devices", json={"kind": "blood_pressure"}, headers=admin_headers
     )
     assert r.status_code == 404
 
 
 async def test_gateway_revocation_is_recorded_and_audited(
-    client: httpx.AsyncClient, context: ServerContext
+    client: httpx.AsyncClient, context: ServerContext, admin_headers: dict[str, str]
 ) -> None:
-    r = await client.post("/api/v1/gateways/gw-home-7/revoke", auth=ADMIN)
+    r = await client.post("/api/v1/gateways/gw-home-7/revoke", headers=admin_headers)
     assert r.status_code == 200
     assert r.json()["status"] == "revoked"
-    bad = await client.post("/api/v1/gateways/..%2Fetc/revoke", auth=ADMIN)
+    bad = await client.post("/api/v1/gateways/..%2Fetc/revoke", headers=admin_headers)
     assert bad.status_code in (404, 422)
 
     def row() -> Gateway | None:

@@ -23,7 +23,6 @@ from hospital_server.models import Credential, Device
 from hospital_server.pki.layout import PkiLayout
 from hospital_server.revocation import PkiBrokerRevocations
 from hospital_server.settings import Settings
-from hospital_server.staff import create_staff_user
 from phd_protocol import crypto
 from phd_protocol.enrollment import (
     EnrollmentRequest,
@@ -33,7 +32,7 @@ from phd_protocol.enrollment import (
 )
 from phd_protocol.pki import build_device_csr, load_certificate, load_crls, serial_hex
 from tests.mosquitto_fixtures import MosquittoBroker, running_broker
-from tests.server.conftest import ADMIN
+from tests.server.conftest import ADMIN, add_staff_user, bearer_headers
 
 PHD = PhdInfo(model="GL-2", serial="SER-778", manufacturer="Acme", system_id="0011223344556677")
 
@@ -57,9 +56,7 @@ def pki_context(
             broker_pid_file=broker.files.pid_file,
         ),
     )
-    with ctx.sessions() as s:
-        create_staff_user(s, ADMIN[0], ADMIN[1], role="admin", actor="bootstrap")
-        s.commit()
+    add_staff_user(ctx, *ADMIN, role="admin")
     yield ctx
     ctx.close()
 
@@ -73,22 +70,31 @@ async def api(settings: Settings, pki_context: ServerContext) -> AsyncIterator[h
         yield c
 
 
-async def _register(api: httpx.AsyncClient) -> tuple[str, str]:
-    p = await api.post("/api/v1/patients", json={"name": "Dan", "mrn": "E-1"}, auth=ADMIN)
+@pytest.fixture
+def admin(pki_context: ServerContext) -> dict[str, str]:
+    """The admin's bearer header; enrollment requests themselves go without one."""
+    return bearer_headers(pki_context, ADMIN[0])
+
+
+async def _register(api: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, str]:
+    p = await api.post("/api/v1/patients", json={"name": "Dan", "mrn": "E-1"}, headers=admin)
     pid = p.json()["id"]
     await api.post(
         f"/api/v1/patients/{pid}/consents",
         json={"kind": "collection", "granted": True},
-        auth=ADMIN,
+        headers=admin,
     )
-    r = await api.post(f"/api/v1/patients/{pid}/devices", json={"kind": "glucose"}, auth=ADMIN)
+    r = await api.post(f"/api/v1/patients/{pid}/devices", json={"kind": "glucose"}, headers=admin)
     return r.json()["device"]["id"], r.json()["enrollment_code"]
 
 
 async def test_enroll_then_renew_then_revoke(
-    api: httpx.AsyncClient, pki_context: ServerContext, server_pki: PkiLayout
+    api: httpx.AsyncClient,
+    pki_context: ServerContext,
+    server_pki: PkiLayout,
+    admin: dict[str, str],
 ) -> None:
-    device_id, code = await _register(api)
+    device_id, code = await _register(api, admin)
     key = crypto.generate_signing_key()
     request = EnrollmentRequest(code=code, csr_pem=build_device_csr(key), phd=PHD)
 
@@ -134,7 +140,7 @@ async def test_enroll_then_renew_then_revoke(
     assert (replay.status_code, replay.json()) == (409, {"reason": "replay"})
     assert (await asyncio.to_thread(device_row))[2] == 2
 
-    r = await api.post(f"/api/v1/devices/{device_id}/revoke", auth=ADMIN)
+    r = await api.post(f"/api/v1/devices/{device_id}/revoke", headers=admin)
     assert r.json() == {
         "id": device_id,
         "status": "revoked",
@@ -156,7 +162,7 @@ async def test_enroll_then_renew_then_revoke(
 
 
 async def test_gateway_revocation_cuts_the_live_session(
-    api: httpx.AsyncClient, server_pki: PkiLayout, broker: MosquittoBroker
+    api: httpx.AsyncClient, server_pki: PkiLayout, broker: MosquittoBroker, admin: dict[str, str]
 ) -> None:
     disconnected = threading.Event()
     connected = threading.Event()
@@ -176,7 +182,7 @@ async def test_gateway_revocation_cuts_the_live_session(
     await asyncio.to_thread(client.loop_start)
     try:
         assert await asyncio.to_thread(connected.wait, 10)
-        r = await api.post("/api/v1/gateways/gw-2/revoke", auth=ADMIN)
+        r = await api.post("/api/v1/gateways/gw-2/revoke", headers=admin)
         assert r.status_code == 200
         assert r.json()["status"] == "revoked"
         # Cut within seconds (the requirement is a minute), without restarting the broker.

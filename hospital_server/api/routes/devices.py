@@ -8,7 +8,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import SQLModel
 
-from hospital_server.api.deps import AdminUser, Ctx, DbSession
+from hospital_server.api.deps import AdminPrincipal, Ctx, DbSession
 from hospital_server.devices import (
     DeviceError,
     DeviceStateError,
@@ -38,14 +38,14 @@ class RevocationResult(SQLModel):
 
 @router.post("/patients/{patient_id}/devices", status_code=status.HTTP_201_CREATED)
 def register(
-    patient_id: str, data: DeviceCreate, admin: AdminUser, ctx: Ctx, session: DbSession
+    patient_id: str, data: DeviceCreate, admin: AdminPrincipal, ctx: Ctx, session: DbSession
 ) -> DeviceRegistered:
     try:
         reg = register_device(
             session,
             patient_id,
             data.kind,
-            actor=admin.id,
+            actor=admin.user_id,
             ttl=ctx.settings.enrollment_code_ttl,
             pepper=ctx.code_pepper,
             max_attempts=ctx.settings.enrollment_code_max_attempts,
@@ -63,7 +63,7 @@ def register(
 
 @router.get("/devices")
 def devices(
-    admin: AdminUser, session: DbSession, patient_id: str | None = None
+    admin: AdminPrincipal, session: DbSession, patient_id: str | None = None
 ) -> list[DevicePublic]:
     del admin  # authorisation only
     return [
@@ -73,9 +73,9 @@ def devices(
 
 
 @router.post("/devices/{device_id}/revoke")
-def revoke(device_id: str, admin: AdminUser, ctx: Ctx, session: DbSession) -> RevocationResult:
+def revoke(device_id: str, admin: AdminPrincipal, ctx: Ctx, session: DbSession) -> RevocationResult:
     try:
-        credentials = revoke_device(session, device_id, actor=admin.id)
+        credentials = revoke_device(session, device_id, actor=admin.user_id)
     except DeviceStateError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="device_not_revocable") from exc
     except DeviceError as exc:

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, status
 from sqlmodel import SQLModel
 
-from hospital_server.api.deps import AdminUser, Ctx, DbSession
+from hospital_server.api.deps import AdminPrincipal, Ctx, DbSession
 from hospital_server.models import ConsentCreate, ConsentPublic, PatientCreate
 from hospital_server.patients import (
     DuplicateMrnError,
@@ -27,9 +27,11 @@ class PatientCreated(SQLModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create(data: PatientCreate, admin: AdminUser, ctx: Ctx, session: DbSession) -> PatientCreated:
+def create(
+    data: PatientCreate, admin: AdminPrincipal, ctx: Ctx, session: DbSession
+) -> PatientCreated:
     try:
-        patient = create_patient(session, ctx.keys, data, actor=admin.id)
+        patient = create_patient(session, ctx.keys, data, actor=admin.user_id)
     except DuplicateMrnError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="duplicate_mrn") from exc
     session.commit()
@@ -38,11 +40,11 @@ def create(data: PatientCreate, admin: AdminUser, ctx: Ctx, session: DbSession) 
 
 @router.post("/{patient_id}/consents", status_code=status.HTTP_201_CREATED)
 def add_consent(
-    patient_id: str, data: ConsentCreate, admin: AdminUser, session: DbSession
+    patient_id: str, data: ConsentCreate, admin: AdminPrincipal, session: DbSession
 ) -> ConsentPublic:
     try:
         consent = record_consent(
-            session, patient_id, data.kind, granted=data.granted, actor=admin.id
+            session, patient_id, data.kind, granted=data.granted, actor=admin.user_id
         )
     except PatientNotFoundError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="patient_not_found") from exc
@@ -51,7 +53,9 @@ def add_consent(
 
 
 @router.get("/{patient_id}/consents")
-def list_consents(patient_id: str, admin: AdminUser, session: DbSession) -> list[ConsentPublic]:
+def list_consents(
+    patient_id: str, admin: AdminPrincipal, session: DbSession
+) -> list[ConsentPublic]:
     del admin  # authorisation only
     return [
         ConsentPublic.model_validate(c, from_attributes=True)
