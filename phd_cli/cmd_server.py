@@ -1,9 +1,12 @@
-"""``phd server``: operate the hospital server (init-keys, migrate, create-admin, run, ingest).
+"""``phd server``: operate the hospital server (init-keys, migrate, create-admin,
+rotate-token-key, run, ingest).
 
 Settings come from ``PHD_SERVER_*`` environment variables (hospital_server.settings); the
 ``--dev`` flag selects the dev profile with embedded defaults (SQLite and a key file under
-var/dev). Passwords are read from an environment variable or prompted, never taken from the
-command line. Nothing here prints a key, a password or a record.
+var/dev). Passwords (and an operator-chosen TOTP secret) are read from an environment variable
+or prompted, never taken from the command line. Nothing here prints a key, a password or a
+record; the one secret ever printed is a new admin's random TOTP secret, once, at creation,
+because its owner must enroll it in an authenticator app.
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ def add_parser(sub: Any) -> None:
         "--if-missing",
         action="store_true",
         help="exit 0 without changes when an admin of this name exists (compose one-shots)",
+    )
+    admin.add_argument(
+        "--totp-secret-env",
+        metavar="VAR",
+        help="environment variable holding a base32 TOTP secret (160+ bits) to use instead of "
+        "printing a new random one (automation)",
+    )
+
+    cmds.add_parser(
+        "rotate-token-key",
+        help="new signing key for access tokens; the old one verifies until its tokens expire",
     )
 
     run = cmds.add_parser("run", help="serve the API (HTTPS) and run ingest workers")
@@ -76,6 +90,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "init-keys": _init_keys,
         "migrate": _migrate,
         "create-admin": _create_admin,
+        "rotate-token-key": _rotate_token_key,
         "run": _run,
         "ingest": _ingest,
     }
@@ -122,9 +137,10 @@ def _migrate(args: argparse.Namespace) -> int:
 def _create_admin(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from hospital_server.auth.totp import parse_base32
     from hospital_server.context import ServerContext
     from hospital_server.db import IntegrityError
-    from hospital_server.staff import create_staff_user
+    from hospital_server.staff import create_staff_user, provision_totp
 
     console = Console()
     settings = _settings(args)
@@ -135,6 +151,13 @@ def _create_admin(args: argparse.Namespace) -> int:
             return 0
         if existing is not None:
             console.print(f"[red]error:[/red] {args.username!r} exists and is not an admin")
+            return 2
+    chosen_secret: bytes | None = None
+    if args.totp_secret_env:
+        try:
+            chosen_secret = parse_base32(os.environ.get(args.totp_secret_env, ""))
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] ${args.totp_secret_env}: {exc}")
             return 2
     if args.password_env:
         password = os.environ.get(args.password_env, "")
@@ -148,6 +171,9 @@ def _create_admin(args: argparse.Namespace) -> int:
         with ctx.sessions() as session:
             user = create_staff_user(
                 session, args.username, password, role="admin", actor="bootstrap"
+            )
+            provisioning = provision_totp(
+                session, ctx.key_provider, user, actor="bootstrap", secret=chosen_secret
             )
             session.commit()
     except IntegrityError:
@@ -163,6 +189,49 @@ def _create_admin(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
     console.print(f"admin {args.username!r} created (id {user.id})")
+    if chosen_secret is not None:
+        console.print(f"second factor: the TOTP secret from ${args.totp_secret_env}")
+        return 0
+    # Shown this once: the server keeps only the wrapped secret. No markup, no wrapping, so
+    # the URI can be pasted into a QR generator or an authenticator app intact.
+    console.print("second factor: add this TOTP secret to an authenticator app now")
+    console.print("(it is shown only once; an admin can re-issue it):")
+    console.print(f"  secret: {provisioning.secret_base32}", markup=False, highlight=False)
+    console.print(f"  uri:    {provisioning.uri}", markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def _rotate_token_key(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hospital_server import audit
+    from hospital_server.auth.tokens import TokenPolicy, rotate_signing_key
+    from hospital_server.context import ServerContext
+    from hospital_server.models import utcnow
+
+    settings = _settings(args)
+    ctx = ServerContext.build(settings, broker_probe=lambda: False)
+    try:
+        with ctx.sessions() as session:
+            rotation = rotate_signing_key(
+                session, ctx.key_provider, TokenPolicy.from_settings(settings), now=utcnow()
+            )
+            audit.record(
+                session,
+                "key.rotated",
+                actor="operator",
+                subject=rotation.new_kid,
+                key="token-signing",
+                retired=len(rotation.retired),
+                deleted=len(rotation.deleted),
+            )
+            session.commit()
+    finally:
+        ctx.close()
+    Console().print(
+        f"token signing key {rotation.new_kid} now signs; retired {len(rotation.retired)} "
+        f"(published until their tokens expire), deleted {len(rotation.deleted)} expired"
+    )
     return 0
 
 

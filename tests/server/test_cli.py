@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
+from hospital_server.auth import totp
 from hospital_server.db import make_engine, make_session_factory
-from hospital_server.models import StaffUser
+from hospital_server.keys import LocalKeyFileProvider
+from hospital_server.models import AuditEvent, StaffUser, TokenSigningKey
 from hospital_server.security import verify_password
-from hospital_server.staff import create_staff_user
+from hospital_server.staff import create_staff_user, totp_secret
 from phd_cli.main import main
 
 
-def test_init_keys_migrate_create_admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_init_keys_migrate_create_admin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
         monkeypatch.delenv(name)
@@ -31,7 +36,18 @@ def test_init_keys_migrate_create_admin(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("ADMIN_PW", "short")
     assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 2
     monkeypatch.setenv("ADMIN_PW", "a long enough password")
+    capsys.readouterr()
     assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 0
+    # The TOTP provisioning is printed once, at creation; never the password.
+    printed = capsys.readouterr().out
+    assert "a long enough password" not in printed
+    secret_b32 = re.search(r"secret: ([A-Z2-7]{32})\n", printed)
+    uri = re.search(r"uri:\s+(otpauth://totp/\S+)\n", printed)
+    assert secret_b32 is not None
+    assert uri is not None
+    assert uri.group(1) == totp.provisioning_uri(
+        totp.parse_base32(secret_b32.group(1)), account="admin"
+    )
 
     # A second plain create-admin refuses the existing user; --if-missing (compose's one-shot
     # on every start) leaves it alone and succeeds, even without a password to hand.
@@ -40,7 +56,9 @@ def test_init_keys_migrate_create_admin(tmp_path: Path, monkeypatch: pytest.Monk
     argv = ["server", "--dev", "create-admin", "--if-missing", "--password-env", "ADMIN_PW"]
     assert main(argv) == 0
     monkeypatch.delenv("ADMIN_PW")
+    capsys.readouterr()
     assert main(argv) == 0
+    assert "secret" not in capsys.readouterr().out  # nothing re-shown
 
     engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
     try:
@@ -68,6 +86,60 @@ def test_init_keys_migrate_create_admin(tmp_path: Path, monkeypatch: pytest.Monk
     assert admin.password_hash.startswith("scrypt$")
     assert verify_password("a long enough password", admin.password_hash)
     assert not verify_password("a long enough passworD", admin.password_hash)
+    # The printed secret is the stored one (wrapped by the KEK, bound to the user id).
+    provider = LocalKeyFileProvider.load(tmp_path / "var/dev/server-keys.json")
+    assert totp_secret(provider, admin) == totp.parse_base32(secret_b32.group(1))
+    assert admin.totp_wrapped is not None
+    assert secret_b32.group(1).encode() not in admin.totp_wrapped
+
+
+def test_create_admin_with_an_operator_chosen_totp_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
+        monkeypatch.delenv(name)
+    assert main(["server", "--dev", "init-keys"]) == 0
+    assert main(["server", "--dev", "migrate"]) == 0
+    monkeypatch.setenv("ADMIN_PW", "a long enough password")
+    argv = ["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]
+    monkeypatch.setenv("ADMIN_TOTP", "GEZDGNBV")  # 40 bits: refused
+    assert main([*argv, "--totp-secret-env", "ADMIN_TOTP"]) == 2
+    chosen = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"
+    monkeypatch.setenv("ADMIN_TOTP", chosen)
+    capsys.readouterr()
+    assert main([*argv, "--totp-secret-env", "ADMIN_TOTP"]) == 0
+    assert chosen not in capsys.readouterr().out
+    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
+    try:
+        with make_session_factory(engine)() as s:
+            admin = s.exec(select(StaffUser)).one()
+    finally:
+        engine.dispose()
+    provider = LocalKeyFileProvider.load(tmp_path / "var/dev/server-keys.json")
+    assert totp_secret(provider, admin) == totp.parse_base32(chosen)
+
+
+def test_rotate_token_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
+        monkeypatch.delenv(name)
+    assert main(["server", "--dev", "init-keys"]) == 0
+    assert main(["server", "--dev", "migrate"]) == 0
+    assert main(["server", "--dev", "rotate-token-key"]) == 0
+    assert main(["server", "--dev", "rotate-token-key"]) == 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
+    try:
+        with make_session_factory(engine)() as s:
+            keys = s.exec(select(TokenSigningKey)).all()
+            events = s.exec(select(AuditEvent).where(AuditEvent.event_type == "key.rotated")).all()
+    finally:
+        engine.dispose()
+    assert len(keys) == 2
+    assert sorted(k.retired_at is None for k in keys) == [False, True]
+    active = next(k for k in keys if k.retired_at is None)
+    assert [e.subject for e in events][-1] == active.kid
+    assert [e.actor for e in events] == ["operator", "operator"]
 
 
 def test_prod_profile_refuses_to_start_without_explicit_settings(
