@@ -14,7 +14,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from hospital_server.api.routes import auth, devices, enroll, gateways, health, patients, users
+from hospital_server.api.routes import (
+    auth,
+    clinical,
+    devices,
+    enroll,
+    fhir,
+    gateways,
+    health,
+    patients,
+    users,
+)
 from hospital_server.auth.oidc import OidcVerifier
 from hospital_server.context import ServerContext
 from hospital_server.enrollment import EnrollmentService
@@ -42,7 +52,7 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
     app.state.ctx = ctx
     app.state.enrollment = EnrollmentService(layout=ctx.pki, keys=ctx.keys, pepper=ctx.code_pepper)
     app.state.oidc = OidcVerifier.from_settings(settings)
-    for module in (health, auth, users, patients, devices, gateways, enroll):
+    for module in (health, auth, users, patients, devices, gateways, enroll, clinical, fhir):
         app.include_router(module.router)
     app.include_router(auth.wellknown)
     return app
