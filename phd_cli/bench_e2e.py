@@ -51,6 +51,7 @@ from phd_cli.cmd_bench import BenchRow
 from phd_cli.demo import setup
 from phd_cli.demo.procs import Supervisor, free_port, require_binary
 from phd_cli.demo.stack import Stack, UplinkTuning
+from phd_cli.demo.staff_login import StaffLogin
 
 __all__ = ["run"]
 
@@ -228,7 +229,7 @@ async def _enroll(stack: Stack, count: int, home: Path) -> list[LoadDevice]:
     from device_agent.sealer import Sealer
     from device_agent.store import AgentHome, PhdInfo
 
-    assert stack.admin_password is not None
+    assert stack.admin is not None
     root_pem = await asyncio.to_thread(stack.layout.root_ca_cert.read_bytes)
     enroll = EnrollClient(stack.api, pinned_root_pem=root_pem)
     agent_home = AgentHome(home)
@@ -236,7 +237,7 @@ async def _enroll(stack: Stack, count: int, home: Path) -> list[LoadDevice]:
     devices: list[LoadDevice] = []
     async with httpx.AsyncClient(
         base_url=stack.api,
-        auth=(setup.ADMIN_USER, stack.admin_password),
+        auth=StaffLogin(stack.admin),
         verify=stack.trust,
         timeout=30.0,
     ) as api:

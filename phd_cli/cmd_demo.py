@@ -76,6 +76,12 @@ def add_parser(sub: Any) -> None:
         metavar="VAR",
         help="environment variable holding the admin password",
     )
+    ev.add_argument(
+        "--admin-totp-secret-env",
+        required=True,
+        metavar="VAR",
+        help="environment variable holding the admin's base32 TOTP secret (the second factor)",
+    )
     ev.set_defaults(handler=_enroll_virtual)
 
 
@@ -103,8 +109,10 @@ def _enroll_virtual(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
+    from hospital_server.auth.totp import parse_base32
     from phd_cli.demo.fleet import enroll_virtual
     from phd_cli.demo.procs import DemoSetupError
+    from phd_cli.demo.staff_login import StaffCredentials
 
     console = Console()
     password = os.environ.get(args.admin_password_env, "")
@@ -112,12 +120,18 @@ def _enroll_virtual(args: argparse.Namespace) -> int:
         console.print(f"[red]error:[/red] ${args.admin_password_env} is empty or not set")
         return 2
     try:
+        secret = parse_base32(os.environ.get(args.admin_totp_secret_env, ""))
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] ${args.admin_totp_secret_env}: {exc}")
+        return 2
+    admin = StaffCredentials(username=args.admin_user, password=password, totp_secret=secret)
+    try:
         enrolled = asyncio.run(
             enroll_virtual(
                 server_url=args.server,
                 root=args.root,
                 home=args.home,
-                admin=(args.admin_user, password),
+                admin=admin,
             )
         )
     except DemoSetupError as exc:

@@ -15,7 +15,7 @@ import yaml
 from phd_cli.main import build_parser
 
 COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
-SECRETS = ("POSTGRES_PASSWORD", "PHD_ADMIN_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "PHD_ADMIN_PASSWORD", "PHD_ADMIN_TOTP_SECRET")
 
 
 @pytest.fixture(scope="module")

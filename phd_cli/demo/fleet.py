@@ -27,6 +27,7 @@ import httpx
 
 from phd_cli.cmd_agent import SESSION_IDLE
 from phd_cli.demo.procs import DemoSetupError
+from phd_cli.demo.staff_login import StaffCredentials, StaffLogin, StaffLoginError
 
 if TYPE_CHECKING:
     from device_agent.agent import Agent
@@ -91,7 +92,10 @@ async def virtual_fleet(*, seed: int = 1, glucose_records: int = 20) -> AsyncIte
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: dict[str, object]) -> dict[str, object]:
-    response = await client.post(path, json=body)
+    try:
+        response = await client.post(path, json=body)
+    except StaffLoginError as exc:
+        raise DemoSetupError(str(exc), "the admin logs in with password + TOTP code") from exc
     if response.status_code not in (200, 201):
         raise DemoSetupError(
             f"server refused POST {path.split('/')[3]} with HTTP {response.status_code}",
@@ -105,7 +109,7 @@ async def enroll_all(
     fleet: Fleet,
     *,
     server_url: str,
-    admin: tuple[str, str],
+    admin: StaffCredentials,
     root_pem: bytes,
     agent_home: Path,
     verify: ssl.SSLContext | bool = True,
@@ -119,7 +123,7 @@ async def enroll_all(
     enroll_client = EnrollClient(server_url, pinned_root_pem=root_pem)
     run_tag = secrets.token_hex(3)
     async with httpx.AsyncClient(
-        base_url=server_url, auth=admin, timeout=30.0, verify=verify
+        base_url=server_url, auth=StaffLogin(admin), timeout=30.0, verify=verify
     ) as api:
         for index, phd in enumerate(fleet.phds, start=1):
             # Synthetic, and never printed: the server encrypts them per patient.
@@ -190,7 +194,7 @@ async def run_agent(agent: Agent, stop: asyncio.Event) -> None:
 
 
 async def enroll_virtual(
-    *, server_url: str, root: Path, home: Path, admin: tuple[str, str]
+    *, server_url: str, root: Path, home: Path, admin: StaffCredentials
 ) -> list[EnrolledPhd]:
     """``phd demo enroll-virtual``: enroll the six virtual PHDs unless ``home`` has them."""
     from device_agent.store import AgentHome

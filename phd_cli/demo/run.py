@@ -165,7 +165,7 @@ async def _demo(
     await stack.start_broker()
     say(f"broker up on port {ports.mqtt} (mutual TLS, dynamic-security ACLs)")
 
-    password = await stack.prepare_database()
+    admin = await stack.prepare_database()
     await stack.start_server()
     api, trust = stack.api, stack.trust
     say(f"server up: {api} (SQLite {paths.database}, ingest worker {stack.worker})")
@@ -180,6 +180,7 @@ async def _demo(
         root_ca=layout.root_ca_cert,
         admin_user=setup.ADMIN_USER,
         admin_password_file=paths.admin_password,
+        admin_totp_file=paths.admin_totp_secret,
         logs=paths.logs,
         run_dir=paths.run,
         mqtt_port=ports.mqtt,
@@ -192,7 +193,7 @@ async def _demo(
         await enroll_all(
             fleet,
             server_url=api,
-            admin=(setup.ADMIN_USER, password),
+            admin=admin,
             root_pem=root_pem,
             agent_home=paths.agent_home,
             verify=trust,

@@ -5,10 +5,12 @@ broker config, the SQLite database and its key file, the gateway's outbox and co
 agent home and every child's log. The PKI (default ``certs/dev``) is created when missing and
 reused otherwise (``hospital_server.pki.ca.init_pki`` is idempotent); the demo gateway's
 certificate is issued once. The database is migrated to head before the server starts, and a
-bootstrap admin with a random password is created (the password goes to a 0600 file).
+bootstrap admin with a random password and a TOTP second factor is created (the password and
+the base32 TOTP secret go to two 0600 files; the demo logs in with them, docs/auth.md).
 
 What it must never do: delete anything (a new run directory each time, nothing is wiped),
-print or log a key or password, or put patient data anywhere but the server's API.
+print or log a key, a password or a TOTP secret, or put patient data anywhere but the
+server's API.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from phd_cli.demo.procs import DemoSetupError
 
 if TYPE_CHECKING:
     from phd_cli.demo.stack import UplinkTuning
+    from phd_cli.demo.staff_login import StaffCredentials
 
 __all__ = [
     "ADMIN_USER",
@@ -80,6 +83,10 @@ class DemoPaths:
     @property
     def admin_password(self) -> Path:
         return self.run / "admin-password"
+
+    @property
+    def admin_totp_secret(self) -> Path:
+        return self.run / "admin-totp-secret"
 
     @property
     def gateway_dir(self) -> Path:
@@ -210,21 +217,25 @@ def server_env(paths: DemoPaths, ports: Ports) -> dict[str, str]:
     }
 
 
-def prepare_server_db(paths: DemoPaths) -> str:
-    """Key file, schema at head, bootstrap admin; returns the admin password (kept in memory
-    and in a 0600 file, never printed by this module)."""
+def prepare_server_db(paths: DemoPaths) -> StaffCredentials:
+    """Key file, schema at head, bootstrap admin with a TOTP secret; returns the admin's
+    credentials (kept in memory and in two 0600 files, never printed by this module)."""
+    from hospital_server.auth.totp import new_secret, secret_base32
     from hospital_server.db import make_engine, make_session_factory, session_scope
     from hospital_server.keys import LocalKeyFileProvider
     from hospital_server.migrations import upgrade
-    from hospital_server.staff import create_staff_user
+    from hospital_server.staff import create_staff_user, provision_totp
+    from phd_cli.demo.staff_login import StaffCredentials
 
-    LocalKeyFileProvider.create(paths.key_file)
+    provider = LocalKeyFileProvider.create(paths.key_file)
     engine = make_engine(paths.database_url)
     try:
         upgrade(engine)
         password = secrets.token_urlsafe(18)
+        totp_secret = new_secret()
         with session_scope(make_session_factory(engine)) as session:
-            create_staff_user(session, ADMIN_USER, password, role="admin", actor="demo")
+            user = create_staff_user(session, ADMIN_USER, password, role="admin", actor="demo")
+            provision_totp(session, provider, user, actor="demo", secret=totp_secret)
     except Exception as exc:
         raise DemoSetupError(
             f"preparing the demo database failed ({type(exc).__name__})",
@@ -232,7 +243,11 @@ def prepare_server_db(paths: DemoPaths) -> str:
         ) from exc
     finally:
         engine.dispose()
-    fd = os.open(paths.admin_password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(password + "\n")
-    return password
+    for path, text in (
+        (paths.admin_password, password),
+        (paths.admin_totp_secret, secret_base32(totp_secret)),
+    ):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
+    return StaffCredentials(username=ADMIN_USER, password=password, totp_secret=totp_secret)

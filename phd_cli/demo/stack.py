@@ -20,9 +20,13 @@ import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phd_cli.demo import ready, setup
 from phd_cli.demo.procs import Child, Supervisor
+
+if TYPE_CHECKING:
+    from phd_cli.demo.staff_login import StaffCredentials
 
 __all__ = ["PARTS", "Stack", "UplinkTuning"]
 
@@ -77,7 +81,7 @@ class Stack:
         self._broker_conf: Path | None = None
         self._gateway_configured = False
         self._trust: ssl.SSLContext | None = None
-        self.admin_password: str | None = None
+        self.admin: StaffCredentials | None = None
 
     @property
     def trust(self) -> ssl.SSLContext:
@@ -91,10 +95,11 @@ class Stack:
         """The dev PKI (created if missing) and the gateway certificate; True if created."""
         return await asyncio.to_thread(setup.prepare_pki, self.paths)
 
-    async def prepare_database(self) -> str:
-        """Key file, schema at head, bootstrap admin; the admin password (kept in memory)."""
-        self.admin_password = await asyncio.to_thread(setup.prepare_server_db, self.paths)
-        return self.admin_password
+    async def prepare_database(self) -> StaffCredentials:
+        """Key file, schema at head, bootstrap admin; the admin's password and TOTP secret
+        (kept in memory)."""
+        self.admin = await asyncio.to_thread(setup.prepare_server_db, self.paths)
+        return self.admin
 
     # ------------------------------------------------------------------ children
     def child(self, part: str) -> Child | None:
@@ -131,7 +136,7 @@ class Stack:
         return broker
 
     async def start_server(self) -> Child:
-        if self.admin_password is None:
+        if self.admin is None:
             await self.prepare_database()
         server = await self._spawn(
             "server",

@@ -4,8 +4,8 @@ What it is for: render a :class:`~phd_cli.demo.stats.Snapshot` as a rich table (
 virtual PHD: sent, read, sealed, relayed, committed, rejected) while the demo runs, then a
 summary with where to look (API docs, metrics, database, login, logs).
 
-What it must never do: show a value, a name, an MRN or a password (the password is named by
-its file only); device ids and counts are all it prints.
+What it must never do: show a value, a name, an MRN, a password or a TOTP secret (both are
+named by their files only); device ids and counts are all it prints.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Endpoints:
     root_ca: Path
     admin_user: str
     admin_password_file: Path
+    admin_totp_file: Path
     logs: Path
     run_dir: Path
     mqtt_port: int
@@ -93,6 +94,8 @@ def summary_json(
             "root_ca": str(endpoints.root_ca),
             "admin_user": endpoints.admin_user,
             "admin_password_file": str(endpoints.admin_password_file),
+            "admin_totp_secret_file": str(endpoints.admin_totp_file),
+            "token_endpoint": f"{endpoints.api}/api/v1/auth/token",
             "logs": str(endpoints.logs),
         },
     }
@@ -123,7 +126,10 @@ def summary_text(snapshot: Snapshot, problems: list[str], endpoints: Endpoints) 
     where.add_row("database", f"{endpoints.database}  (SQLite; values encrypted per patient)")
     where.add_row(
         "log in",
-        f"HTTP Basic as {endpoints.admin_user}, password in {endpoints.admin_password_file}",
+        f"POST {endpoints.api}/api/v1/auth/token (grant_type=password) as "
+        f"{endpoints.admin_user}: password in {endpoints.admin_password_file}, TOTP secret "
+        f"(base32, for an authenticator app) in {endpoints.admin_totp_file}; then "
+        "Authorization: Bearer <access_token>  (docs/auth.md)",
     )
     where.add_row("broker", f"mqtts://localhost:{endpoints.mqtt_port} (mutual TLS)")
     where.add_row("logs", str(endpoints.logs))

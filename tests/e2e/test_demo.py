@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import pytest
 
 from phd_cli.demo.fleet import enroll_virtual
 from phd_cli.demo.procs import DemoSetupError
+from phd_cli.demo.staff_login import StaffCredentials
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -91,6 +93,11 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
     database = Path(summary["where"]["database"])
     assert database.is_file()
     assert summary["where"]["api_docs"].startswith("https://localhost:")
+    # The admin's password and TOTP secret are named by their 0600 files, never shown.
+    for name in ("admin_password_file", "admin_totp_secret_file"):
+        secret_file = Path(summary["where"][name])
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        assert secret_file.read_text().strip() not in result.stdout + result.stderr
 
     # No child outlives the demo.
     assert processes_under(tmp_path) == []
@@ -99,12 +106,13 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
     # server (nothing listens on port 9), and refuses a half-enrolled one.
     home = database.parent / "agent"
     nowhere, no_root = "https://127.0.0.1:9", tmp_path / "none.crt"
-    again = enroll_virtual(server_url=nowhere, root=no_root, home=home, admin=("a", "b"))
+    nobody = StaffCredentials(username="a", password="b", totp_secret=bytes(20))
+    again = enroll_virtual(server_url=nowhere, root=no_root, home=home, admin=nobody)
     assert asyncio.run(again) == []
     partial = tmp_path / "partial"
     shutil.copytree(home, partial)
     shutil.rmtree(next((partial / "credentials").iterdir()))
-    half = enroll_virtual(server_url=nowhere, root=no_root, home=partial, admin=("a", "b"))
+    half = enroll_virtual(server_url=nowhere, root=no_root, home=partial, admin=nobody)
     with pytest.raises(DemoSetupError, match="5 of 6"):
         asyncio.run(half)
     # No patient data on the console (names and MRNs exist only in requests to the server).

@@ -113,7 +113,7 @@ async def test_faults_during_a_steady_stream_lose_and_double_nothing(stack: Stac
     try:
         await stack.prepare_pki()
         await stack.start_broker()
-        password = await stack.prepare_database()
+        admin = await stack.prepare_database()
         await stack.start_server()
         await stack.start_gateway()
         root_pem = await asyncio.to_thread(stack.layout.root_ca_cert.read_bytes)
@@ -121,7 +121,7 @@ async def test_faults_during_a_steady_stream_lose_and_double_nothing(stack: Stac
             await enroll_all(
                 fleet,
                 server_url=stack.api,
-                admin=(setup.ADMIN_USER, password),
+                admin=admin,
                 root_pem=root_pem,
                 agent_home=stack.paths.agent_home,
                 verify=stack.trust,
