@@ -20,9 +20,11 @@ from hospital_server.auth.errors import LoginRefusedError
 from hospital_server.context import ServerContext
 from hospital_server.models import AuditEvent, RefreshToken, StaffUser, utcnow
 from hospital_server.settings import Settings
+from phd_cli.demo.staff_login import StaffCredentials, StaffLogin, StaffLoginError
 from tests.server.conftest import ADMIN, CLINICIAN, totp_secret_for
 
 TOKEN = "/api/v1/auth/token"
+USERS_PATH = "/api/v1/users"
 
 
 @pytest.fixture
@@ -484,3 +486,39 @@ async def test_no_secret_reaches_logs_or_audit(
         for secret_text in secrets:
             assert secret_text not in text
     assert "res-1" not in audit_text  # names stay out of the audit log: ids only
+
+
+# ------------------------------------------------------------------ the CLI's client side
+
+
+async def test_staff_login_logs_in_once_and_refreshes_on_401(
+    client: httpx.AsyncClient, context: ServerContext
+) -> None:
+    """phd_cli.demo.staff_login (demo, bench, compose) against the real endpoint."""
+    credentials = StaffCredentials(
+        username=ADMIN[0], password=ADMIN[1], totp_secret=totp_secret_for(ADMIN[0])
+    )
+    assert "correct horse" not in repr(credentials)
+    auth = StaffLogin(credentials)
+    assert (await client.get(USERS_PATH, auth=auth)).status_code == 200
+    assert (await client.get(USERS_PATH, auth=auth)).status_code == 200
+    assert len(await asyncio.to_thread(audit_events, context, "auth.login")) == 1
+
+    # The role changes: the access token is refused (401), the refresh token is spent for a
+    # token of the new role, and the request retried once: now a 403, not a 401.
+    def demote() -> None:
+        with context.sessions() as s:
+            user = s.exec(select(StaffUser).where(StaffUser.username == ADMIN[0])).one()
+            user.role = "auditor"
+            s.add(user)
+            s.commit()
+
+    await asyncio.to_thread(demote)
+    assert (await client.get(USERS_PATH, auth=auth)).status_code == 403
+    assert len(await asyncio.to_thread(audit_events, context, "auth.login")) == 1
+
+    wrong = StaffLogin(
+        StaffCredentials(username=ADMIN[0], password="not the password", totp_secret=bytes(20))
+    )
+    with pytest.raises(StaffLoginError, match="refused 'admin'"):
+        await client.get(USERS_PATH, auth=wrong)
