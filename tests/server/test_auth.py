@@ -406,6 +406,7 @@ async def test_user_admin_api(
         "/api/v1/users", json={**new, "username": "Nurse Jane"}, headers=admin_headers
     )
     assert bad_name.status_code == 422
+    assert new["password"] not in bad_name.text
     refused = await client.post("/api/v1/users", json=new, headers=clinician_headers)
     assert refused.status_code == 403
 
