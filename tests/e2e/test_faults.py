@@ -22,20 +22,26 @@ dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import secrets
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
+from fhir.resources.R4B.bundle import Bundle
 
 from device_agent.agent import Agent
 from phd_cli.demo import setup
 from phd_cli.demo.fleet import Fleet, enroll_all, make_agent, run_agent, virtual_fleet
 from phd_cli.demo.procs import Supervisor, free_port, require_binary
 from phd_cli.demo.stack import Stack, UplinkTuning
+from phd_cli.demo.staff_login import StaffCredentials, StaffLogin
 from phd_cli.demo.stats import Snapshot, collect, settled, stored_once, verdict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -193,6 +199,63 @@ async def test_faults_during_a_steady_stream_lose_and_double_nothing(stack: Stac
             assert glucose.sent_total == GLUCOSE_RECORDS
             assert meter.distinct_observations >= GLUCOSE_RECORDS
             assert glucose.links_dropped >= 1
+            # The end of the path: a clinician reads every stored reading back as FHIR.
+            await _clinician_reads_everything_as_fhir(stack, admin, final)
     finally:
         await asyncio.to_thread(stack.supervisor.stop_all)
     assert stack.supervisor.children == []
+
+
+def _patients_of(database: Path) -> dict[str, str]:
+    """device id -> patient id, read from the server's SQLite database (ids only)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return dict(db.execute("SELECT id, patient_id FROM device").fetchall())
+
+
+async def _clinician_reads_everything_as_fhir(
+    stack: Stack, admin: StaffCredentials, final: Snapshot
+) -> None:
+    """Admin creates a clinician and puts them on every patient's care team; the clinician
+    logs in (password + TOTP at the token endpoint) and pages through each patient's FHIR
+    Observation search over HTTPS: every stored reading comes back once, as a valid R4
+    resource of that patient and device."""
+    patients = await asyncio.to_thread(_patients_of, stack.paths.database)
+    password = secrets.token_urlsafe(18)
+    async with httpx.AsyncClient(
+        base_url=stack.api, auth=StaffLogin(admin), verify=stack.trust, timeout=30.0
+    ) as api:
+        created = await api.post(
+            "/api/v1/users",
+            json={"username": "e2e-clinician", "password": password, "role": "clinician"},
+        )
+        assert created.status_code == 201, created.text
+        user = created.json()
+        for device in final.devices:
+            joined = await api.put(
+                f"/api/v1/patients/{patients[device.device_id]}/care-team/{user['id']}"
+            )
+            assert joined.status_code == 204, joined.text
+    clinician = StaffCredentials(
+        username="e2e-clinician",
+        password=password,
+        totp_secret=base64.b32decode(user["totp_secret"]),
+    )
+    async with httpx.AsyncClient(
+        base_url=stack.api, auth=StaffLogin(clinician), verify=stack.trust, timeout=30.0
+    ) as fhir:
+        for device in final.devices:
+            patient_id = patients[device.device_id]
+            ids: list[str] = []
+            url: str | None = f"/fhir/Observation?patient=Patient/{patient_id}&_count=50"
+            while url is not None:
+                page = await fhir.get(url)
+                assert page.status_code == 200, page.text
+                Bundle.model_validate_json(page.content)  # an independent R4 validator
+                body = page.json()
+                for entry in body.get("entry", []):
+                    resource = entry["resource"]
+                    assert resource["subject"]["reference"].endswith(f"Patient/{patient_id}")
+                    assert resource["device"]["reference"].endswith(f"Device/{device.device_id}")
+                    ids.append(resource["id"])
+                url = next((lk["url"] for lk in body["link"] if lk["relation"] == "next"), None)
+            assert len(ids) == len(set(ids)) == device.observations > 0, device.kind
