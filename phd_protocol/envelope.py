@@ -301,6 +301,11 @@ if _PAYLOAD_ORDER != ("v", "ts", "dev", "obs", "phd", "raw", "seq", "rcpt"):  # 
     raise AssertionError("the payload fast path below reads the keys in this order")
 
 
+# Encoded phd maps already decoded, with their value (one per device model in practice).
+_PHD_CACHE: dict[bytes, dict[cbor.CborKey, cbor.CborValue]] = {}
+_PHD_CACHE_LIMIT = 4096
+
+
 def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | None:
     """The payload map read along its one layout, or None to leave it to :func:`cbor.decode`.
 
@@ -331,10 +336,24 @@ def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | No
     obs_at = cbor.byte_string_at(data, pos + len(_KEY_OBS))
     if obs_at is None or not data.startswith(_KEY_PHD, obs_at[1]):
         return None
-    try:
-        phd, pos = cbor.decode_item(data, obs_at[1] + len(_KEY_PHD), max_depth=1, tags=frozenset())
-    except cbor.CborError:
-        return None
+    phd_at = obs_at[1] + len(_KEY_PHD)
+    # A device sends the same PHD information in every envelope: its encoding (up to the raw
+    # key) is looked up first. A hit is bytes the strict decoder decoded before, ending
+    # exactly there, so decoding them again would give the same map; a "craw" inside a phd
+    # string only makes the candidate shorter, which misses and is decoded below.
+    raw_key_at = data.find(_KEY_RAW, phd_at)
+    candidate = data[phd_at:raw_key_at] if raw_key_at > phd_at else b""
+    cached = _PHD_CACHE.get(candidate) if candidate else None
+    if cached is not None:
+        phd: cbor.CborValue = dict(cached)  # the caller's own copy
+        pos = raw_key_at
+    else:
+        try:
+            phd, pos = cbor.decode_item(data, phd_at, max_depth=1, tags=frozenset())
+        except cbor.CborError:
+            return None
+        if pos == raw_key_at and isinstance(phd, dict) and len(_PHD_CACHE) < _PHD_CACHE_LIMIT:
+            _PHD_CACHE[candidate] = dict(phd)
     if not data.startswith(_KEY_RAW, pos):
         return None
     raw_at = cbor.byte_string_at(data, pos + len(_KEY_RAW))
@@ -466,15 +485,14 @@ class Payload:
 
         Sections are checked to be byte strings here and parsed only on demand.
         """
-        value: cbor.CborValue = _decode_payload_fast(data) if type(data) is bytes else None
-        if value is None:
-            try:
-                # Depth 2: the payload map and the phd map; no tags (Decimals are in sections).
-                value = cbor.decode(
-                    data, max_depth=2, max_size=MAX_ENVELOPE_BYTES, tags=frozenset()
-                )
-            except cbor.CborError:
-                raise _fail(RejectReason.MALFORMED) from None
+        fast = _decode_payload_fast(data) if type(data) is bytes else None
+        if fast is not None:
+            return cls._from_layout(fast)
+        try:
+            # Depth 2: the payload map and the phd map; no tags (Decimals are in sections).
+            value = cbor.decode(data, max_depth=2, max_size=MAX_ENVELOPE_BYTES, tags=frozenset())
+        except cbor.CborError:
+            raise _fail(RejectReason.MALFORMED) from None
         if not isinstance(value, dict) or value.keys() != _PAYLOAD_KEYS:
             raise _fail(RejectReason.MALFORMED)
         if value["v"] != ENVELOPE_VERSION or type(value["v"]) is not int:
@@ -491,6 +509,39 @@ class Payload:
             )
         except (ValueError, TypeError):
             raise _fail(RejectReason.MALFORMED) from None
+
+    @classmethod
+    def _from_layout(cls, value: dict[cbor.CborKey, cbor.CborValue]) -> Payload:
+        """A payload from what :func:`_decode_payload_fast` read: every key at its place,
+        v == 1, ts and seq unsigned, dev text, rcpt and the sections byte strings within the
+        envelope bound. The checks of ``__post_init__`` that this does not already imply run
+        here, with the same outcome (EnvelopeError(malformed)); opening an envelope builds
+        one payload, between the two public-key operations."""
+        dev, seq, ts, rcpt, phd = (
+            value["dev"],
+            value["seq"],
+            value["ts"],
+            value["rcpt"],
+            value["phd"],
+        )
+        try:
+            _check_device_id(dev)
+            _check_uint(seq, MAX_SEQ, "seq")
+            _check_uint(ts, MAX_SEQ, "ts")
+            _check_kid(rcpt, "rcpt")
+            _check_phd(phd)
+        except ValueError:
+            raise _fail(RejectReason.MALFORMED) from None
+        payload = object.__new__(cls)
+        _set = object.__setattr__
+        _set(payload, "device_id", dev)
+        _set(payload, "seq", seq)
+        _set(payload, "ts", ts)
+        _set(payload, "rcpt", rcpt)
+        _set(payload, "obs_section", value["obs"])
+        _set(payload, "raw_section", value["raw"])
+        _set(payload, "phd", phd)
+        return payload
 
 
 # --------------------------------------------------------------------------- sealing
