@@ -540,6 +540,50 @@ def _sample_payload(seq: int, ts: int) -> bytes:
     ).encode()
 
 
+def _payload_with_phd(phd: dict[str, Any], seq: int = 7) -> bytes:
+    return Payload.build(
+        device_id=DEVICE_ID,
+        seq=seq,
+        ts=T0_MS,
+        rcpt=b"\x01" * 16,
+        observations=sample_observations(1),
+        raw=sample_raw(1),
+        phd=phd,
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "phd",
+    [
+        SAMPLE_PHD,
+        {"model": "craw"},  # the raw key's bytes inside the map: the memo must not cut there
+        {"craw": 1, "model": "x-craw-y"},
+        {},
+    ],
+)
+def test_phd_memo_gives_the_strict_value_and_a_private_copy(phd: dict[str, Any]) -> None:
+    first = Payload.decode(_payload_with_phd(phd, seq=1))
+    again = Payload.decode(_payload_with_phd(phd, seq=2))  # the memo's turn, if cached
+    strict = cbor.decode(_payload_with_phd(phd, seq=2), max_depth=2, tags=frozenset())
+    assert isinstance(strict, dict)
+    assert first.phd == again.phd == strict["phd"] == phd
+    assert again.encode() == _payload_with_phd(phd, seq=2)
+    # A caller changing its map changes nobody else's.
+    assert isinstance(again.phd, dict)
+    again.phd["model"] = "changed"
+    assert Payload.decode(_payload_with_phd(phd, seq=3)).phd == phd
+
+
+def test_payload_built_from_the_layout_still_refuses_what_the_constructor_refuses() -> None:
+    good = _payload_with_phd(SAMPLE_PHD)
+    # The layout is intact but the device id is not a canonical UUID (upper case): refused.
+    bad_dev = good.replace(DEVICE_ID.encode(), DEVICE_ID.upper().encode())
+    assert envelope._decode_payload_fast(bad_dev) is not None  # the layout path reads it
+    with pytest.raises(EnvelopeError) as refused:
+        Payload.decode(bad_dev)
+    assert refused.value.reason is RejectReason.MALFORMED
+
+
 @given(st.data())
 @settings(max_examples=400)
 def test_payload_fast_path_agrees_with_the_strict_decoder(data: st.DataObject) -> None:
