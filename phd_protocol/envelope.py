@@ -513,10 +513,10 @@ class Payload:
     @classmethod
     def _from_layout(cls, value: dict[cbor.CborKey, cbor.CborValue]) -> Payload:
         """A payload from what :func:`_decode_payload_fast` read: every key at its place,
-        v == 1, ts and seq unsigned, dev text, rcpt and the sections byte strings within the
-        envelope bound. The checks of ``__post_init__`` that this does not already imply run
-        here, with the same outcome (EnvelopeError(malformed)); opening an envelope builds
-        one payload, between the two public-key operations."""
+        v == 1, ts and seq unsigned integers, dev text, rcpt and the sections byte strings
+        within the envelope bound. The rules of ``__post_init__`` that this does not already
+        imply are checked here, inline (opening an envelope builds one payload, between the
+        two public-key operations), with the same outcome: EnvelopeError(malformed)."""
         dev, seq, ts, rcpt, phd = (
             value["dev"],
             value["seq"],
@@ -524,11 +524,18 @@ class Payload:
             value["rcpt"],
             value["phd"],
         )
+        if (
+            type(dev) is not str
+            or _CANONICAL_UUID.fullmatch(dev) is None
+            or type(seq) is not int
+            or seq > MAX_SEQ
+            or type(ts) is not int
+            or ts > MAX_SEQ
+            or type(rcpt) is not bytes
+            or not MIN_KID <= len(rcpt) <= MAX_KID
+        ):
+            raise _fail(RejectReason.MALFORMED)
         try:
-            _check_device_id(dev)
-            _check_uint(seq, MAX_SEQ, "seq")
-            _check_uint(ts, MAX_SEQ, "ts")
-            _check_kid(rcpt, "rcpt")
             _check_phd(phd)
         except ValueError:
             raise _fail(RejectReason.MALFORMED) from None
