@@ -13,7 +13,7 @@ read. Never log what these functions return.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,16 +21,12 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from hospital_server.fieldcrypt import FieldDecryptError, PatientKeys
+from hospital_server.fieldcrypt import FieldDecryptError, PatientKeys, content_mac_key
 from hospital_server.keys import KeyUnavailableError
 from hospital_server.models import IngestedEnvelope, Patient, PatientStatus
 from hospital_server.models import Observation as ObservationRow
-from hospital_server.records import (
-    RecordError,
-    StoredEnvelope,
-    open_envelope_record,
-    open_observation,
-)
+from hospital_server.records import RecordError, open_envelope_record, reading_at
+from phd_protocol.cbor import CborValue
 from phd_protocol.observation import Observation
 
 __all__ = [
@@ -166,7 +162,8 @@ def _open_rows(
     except KeyUnavailableError:
         return []  # crypto-shredded: nothing is readable any more
     envelope_ids = sorted({row.envelope_id for row in rows})
-    records: dict[str, StoredEnvelope] = {}
+    # Each envelope decrypted and its readings parsed once, however many rows point into it.
+    records: dict[str, Sequence[dict[str, CborValue]]] = {}
     for envelope_id, blob in session.connection().execute(
         sa_select(col(IngestedEnvelope.id), col(IngestedEnvelope.signed_ct)).where(
             col(IngestedEnvelope.id).in_(envelope_ids),
@@ -176,17 +173,18 @@ def _open_rows(
         try:
             records[envelope_id] = open_envelope_record(
                 dek, blob, envelope_id=envelope_id, patient_id=patient_id
-            )
+            ).observations()
         except (FieldDecryptError, RecordError) as exc:
             raise RecordIntegrityError(f"envelope {envelope_id} fails its checks") from exc
+    mac_key = content_mac_key(dek)
     readings = []
     for row in rows:
         record = records.get(row.envelope_id)
         if record is None:
             raise RecordIntegrityError(f"observation {row.id}: envelope not of this patient")
         try:
-            observation = open_observation(
-                dek, record, item=row.item, device_id=row.device_id, content_id=row.content_id
+            observation = reading_at(
+                mac_key, record, item=row.item, device_id=row.device_id, content_id=row.content_id
             )
         except RecordError as exc:
             raise RecordIntegrityError(f"observation {row.id} fails its checks") from exc

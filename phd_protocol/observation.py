@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from json.encoder import encode_basestring
 from typing import Any
 
 from phd_protocol.errors import ParseError
@@ -426,13 +426,28 @@ def wire_json(data: Any, *, indent: int | None = None) -> str:
     return _json(data, indent, 0)
 
 
+# The standard library's own string escaper (its C version when available), as json.dumps
+# uses it with ensure_ascii=False: calling json.dumps per scalar built an encoder each time.
+_json_text = encode_basestring
+
+
 def _json(data: Any, indent: int | None, depth: int) -> str:
+    if type(data) is str:
+        return _json_text(data)
     if isinstance(data, Decimal):
         if not data.is_finite():
             raise ValueError("JSON has no non-finite numbers; use the special-value strings")
         return format(data, "f")
-    if data is None or isinstance(data, bool | int | str):
-        return json.dumps(data, ensure_ascii=False)
+    if data is None:
+        return "null"
+    if data is True:
+        return "true"
+    if data is False:
+        return "false"
+    if isinstance(data, str):
+        return _json_text(data)
+    if isinstance(data, int):
+        return int.__repr__(data)
     if isinstance(data, Mapping | list | tuple):
         pad = "" if indent is None else "\n" + " " * (indent * (depth + 1))
         end = "" if indent is None else "\n" + " " * (indent * depth)
@@ -444,7 +459,7 @@ def _json(data: Any, indent: int | None, depth: int) -> str:
             for key, value in data.items():
                 if not isinstance(key, str):
                     raise TypeError("JSON object keys must be strings")
-                items.append(f"{pad}{json.dumps(key)}: {_json(value, indent, depth + 1)}")
+                items.append(f"{pad}{_json_text(key)}: {_json(value, indent, depth + 1)}")
             return "{" + sep.join(items) + end + "}"
         if not data:
             return "[]"
