@@ -52,6 +52,7 @@ class EnrolledPhd:
     device_id: str
     kind: str
     address: str
+    patient_id: str = ""  # the synthetic patient it was registered to (an id, not a name)
 
 
 @dataclass
@@ -113,8 +114,13 @@ async def enroll_all(
     root_pem: bytes,
     agent_home: Path,
     verify: ssl.SSLContext | bool = True,
+    login: StaffLogin | None = None,
 ) -> list[EnrolledPhd]:
-    """Register each virtual PHD to a new synthetic patient and enroll it with its code."""
+    """Register each virtual PHD to a new synthetic patient and enroll it with its code.
+
+    ``login``: the admin's session to use (and keep: a TOTP code is good once, so a caller
+    that calls the API again after this should pass its own and reuse it).
+    """
     from device_agent.ble import PhdLink, SecurityPolicy
     from device_agent.enroll import EnrollClient
     from device_agent.store import AgentHome, PhdInfo
@@ -123,7 +129,7 @@ async def enroll_all(
     enroll_client = EnrollClient(server_url, pinned_root_pem=root_pem)
     run_tag = secrets.token_hex(3)
     async with httpx.AsyncClient(
-        base_url=server_url, auth=StaffLogin(admin), timeout=30.0, verify=verify
+        base_url=server_url, auth=login or StaffLogin(admin), timeout=30.0, verify=verify
     ) as api:
         for index, phd in enumerate(fleet.phds, start=1):
             # Synthetic, and never printed: the server encrypts them per patient.
@@ -155,7 +161,12 @@ async def enroll_all(
                 home=home,
             )
             fleet.enrolled.append(
-                EnrolledPhd(device_id=credential.device_id, kind=phd.kind, address=phd.address)
+                EnrolledPhd(
+                    device_id=credential.device_id,
+                    kind=phd.kind,
+                    address=phd.address,
+                    patient_id=patient_id,
+                )
             )
     return fleet.enrolled
 

@@ -9,9 +9,12 @@ Order (each step waits for real readiness before the next)::
     -> `phd gateway run --config ...` (child)                 ready: ingress socket accepts
     -> six virtual PHDs (bumble, in-process); patients, consent, device registration through
        the API as the admin; agent enrollment with the one-time codes (POST /api/v1/enroll)
+    -> a clinician on every demo patient's care team (through the admin API)
     -> the device agent (in-process) for --duration seconds, live view
     -> stop the agent (sessions finish and are sealed), deliver its spool, wait until the
        gateway's outbox is acknowledged and the hospital has committed what was sealed
+    -> the clinician logs in (password + TOTP) and reads every patient's observations back
+       as FHIR; each device's count must equal its committed rows
     -> summary; without --exit, keep everything up until Ctrl-C
 
 Every child is stopped (SIGTERM, then SIGKILL) by :class:`~phd_cli.demo.procs.Supervisor` on
@@ -27,7 +30,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -35,6 +38,7 @@ from rich.console import Console
 from rich.live import Live
 
 from phd_cli.demo import setup
+from phd_cli.demo.clinician import add_clinician, fhir_counts
 from phd_cli.demo.fleet import enroll_all, make_agent, run_agent, virtual_fleet
 from phd_cli.demo.procs import (
     DemoSetupError,
@@ -44,6 +48,7 @@ from phd_cli.demo.procs import (
     require_binary,
 )
 from phd_cli.demo.stack import Stack
+from phd_cli.demo.staff_login import StaffLogin
 from phd_cli.demo.stats import (
     IngestCounts,
     Snapshot,
@@ -190,6 +195,7 @@ async def _demo(
         contextlib.AsyncExitStack() as exits,
         virtual_fleet(glucose_records=options.glucose_records) as fleet,
     ):
+        admin_login = StaffLogin(admin)  # one session: a TOTP code is good once
         await enroll_all(
             fleet,
             server_url=api,
@@ -197,8 +203,17 @@ async def _demo(
             root_pem=root_pem,
             agent_home=paths.agent_home,
             verify=trust,
+            login=admin_login,
         )
         say(f"{len(fleet.enrolled)} virtual PHDs enrolled to synthetic patients (with consent)")
+        clinician = await add_clinician(api, admin_login, fleet.enrolled, paths, verify=trust)
+        endpoints = replace(
+            endpoints,
+            clinician_user=clinician.username,
+            clinician_password_file=paths.clinician_password,
+            clinician_totp_file=paths.clinician_totp_secret,
+        )
+        say(f"clinician {clinician.username} on every demo patient's care team")
         agent = make_agent(
             fleet,
             agent_home=paths.agent_home,
@@ -279,13 +294,23 @@ async def _demo(
             )
 
         live_console.print()  # the live region ends without a newline on a plain stream
-    problems = verdict(snapshot)
+        # The end of the path: the clinician reads every committed reading back as FHIR.
+        read_back = await fhir_counts(api, clinician, fleet.enrolled, verify=trust)
+    problems = verdict(snapshot) + [
+        f"device {d.device_id}: {read_back.get(d.device_id, 0)} of {d.observations} "
+        "stored observations read back through /fhir"
+        for d in snapshot.devices
+        if read_back.get(d.device_id, 0) != d.observations
+    ]
+    fhir_read = sum(read_back.values())
     if options.exit_after:
-        doc = summary_json(snapshot, problems, endpoints, duration=options.duration)
+        doc = summary_json(
+            snapshot, problems, endpoints, duration=options.duration, fhir_read=fhir_read
+        )
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
         return 0 if not problems else 1
-    console.print(summary_text(snapshot, problems, endpoints))
+    console.print(summary_text(snapshot, problems, endpoints, fhir_read=fhir_read))
     console.print("[bold]the server, broker and gateway stay up: press Ctrl-C to stop[/bold]")
     while True:  # until Ctrl-C (KeyboardInterrupt) or SIGTERM (cancel)
         supervisor.check()

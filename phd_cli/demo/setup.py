@@ -44,6 +44,7 @@ __all__ = [
 
 GATEWAY_ID = "demo-gw-1"
 ADMIN_USER = "demo-admin"
+CLINICIAN_USER = "demo-clinician"
 BROKER_HOST = "localhost"  # the broker certificate's SAN (PkiLayout default hosts)
 
 
@@ -87,6 +88,14 @@ class DemoPaths:
     @property
     def admin_totp_secret(self) -> Path:
         return self.run / "admin-totp-secret"
+
+    @property
+    def clinician_password(self) -> Path:
+        return self.run / "clinician-password"
+
+    @property
+    def clinician_totp_secret(self) -> Path:
+        return self.run / "clinician-totp-secret"
 
     @property
     def gateway_dir(self) -> Path:
@@ -243,11 +252,13 @@ def prepare_server_db(paths: DemoPaths) -> StaffCredentials:
         ) from exc
     finally:
         engine.dispose()
-    for path, text in (
-        (paths.admin_password, password),
-        (paths.admin_totp_secret, secret_base32(totp_secret)),
-    ):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text + "\n")
+    write_private(paths.admin_password, password)
+    write_private(paths.admin_totp_secret, secret_base32(totp_secret))
     return StaffCredentials(username=ADMIN_USER, password=password, totp_secret=totp_secret)
+
+
+def write_private(path: Path, text: str) -> None:
+    """A new file only its owner can read (0600), holding ``text``; never overwrites."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text + "\n")

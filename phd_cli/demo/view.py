@@ -36,6 +36,9 @@ class Endpoints:
     logs: Path
     run_dir: Path
     mqtt_port: int
+    clinician_user: str = ""
+    clinician_password_file: Path | None = None
+    clinician_totp_file: Path | None = None
 
 
 def live_table(snapshot: Snapshot, *, elapsed: float, duration: float, phase: str) -> Group:
@@ -79,13 +82,20 @@ def live_table(snapshot: Snapshot, *, elapsed: float, duration: float, phase: st
 
 
 def summary_json(
-    snapshot: Snapshot, problems: list[str], endpoints: Endpoints, *, duration: float
+    snapshot: Snapshot,
+    problems: list[str],
+    endpoints: Endpoints,
+    *,
+    duration: float,
+    fhir_read: int | None = None,
 ) -> dict[str, Any]:
     return {
         "ok": not problems,
         "duration_s": duration,
         "problems": problems,
         **snapshot.to_json(),
+        # Observations the demo clinician read back through /fhir (counted once each).
+        "fhir_observations_read": fhir_read,
         "where": {
             "api_docs": f"{endpoints.api}/docs",
             "metrics": f"{endpoints.api}/metrics",
@@ -96,12 +106,22 @@ def summary_json(
             "admin_password_file": str(endpoints.admin_password_file),
             "admin_totp_secret_file": str(endpoints.admin_totp_file),
             "token_endpoint": f"{endpoints.api}/api/v1/auth/token",
+            "clinician_user": endpoints.clinician_user,
+            "clinician_password_file": str(endpoints.clinician_password_file or ""),
+            "clinician_totp_secret_file": str(endpoints.clinician_totp_file or ""),
+            "fhir": f"{endpoints.api}/fhir/Observation?patient=Patient/<id>",
             "logs": str(endpoints.logs),
         },
     }
 
 
-def summary_text(snapshot: Snapshot, problems: list[str], endpoints: Endpoints) -> RenderableType:
+def summary_text(
+    snapshot: Snapshot,
+    problems: list[str],
+    endpoints: Endpoints,
+    *,
+    fhir_read: int | None = None,
+) -> RenderableType:
     totals = snapshot.totals()
     head = Text()
     if problems:
@@ -131,6 +151,15 @@ def summary_text(snapshot: Snapshot, problems: list[str], endpoints: Endpoints) 
         f"(base32, for an authenticator app) in {endpoints.admin_totp_file}; then "
         "Authorization: Bearer <access_token>  (docs/auth.md)",
     )
+    if endpoints.clinician_user:
+        read = "" if fhir_read is None else f"; read back {fhir_read} observations as FHIR"
+        where.add_row(
+            "read as a clinician",
+            f"{endpoints.clinician_user} (on every demo patient's care team{read}): password "
+            f"in {endpoints.clinician_password_file}, TOTP secret in "
+            f"{endpoints.clinician_totp_file}; GET {endpoints.api}/fhir/Observation?patient="
+            "Patient/<id> or /api/v1/patients/<id>/observations  (docs/clinical-api.md)",
+        )
     where.add_row("broker", f"mqtts://localhost:{endpoints.mqtt_port} (mutual TLS)")
     where.add_row("logs", str(endpoints.logs))
     return Group(head, where)

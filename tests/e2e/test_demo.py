@@ -89,6 +89,14 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
     assert summary["gateway"]["dead"] == 0
     assert summary["gateway"]["relayed"] >= summary["totals"]["sealed"]
 
+    # The demo clinician read every stored observation back through /fhir, each once.
+    assert summary["fhir_observations_read"] == sum(d["observations"] for d in devices) > 0
+    for name in ("clinician_password_file", "clinician_totp_secret_file"):
+        secret_file = Path(summary["where"][name])
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        assert secret_file.read_text().strip() not in result.stdout + result.stderr
+    assert summary["where"]["clinician_user"] == "demo-clinician"
+
     # The database the summary names holds exactly those envelopes.
     database = Path(summary["where"]["database"])
     assert database.is_file()

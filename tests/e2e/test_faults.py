@@ -120,6 +120,7 @@ async def test_faults_during_a_steady_stream_lose_and_double_nothing(stack: Stac
         await stack.prepare_pki()
         await stack.start_broker()
         admin = await stack.prepare_database()
+        admin_login = StaffLogin(admin)  # one session for the whole test: a TOTP code is good once
         await stack.start_server()
         await stack.start_gateway()
         root_pem = await asyncio.to_thread(stack.layout.root_ca_cert.read_bytes)
@@ -128,6 +129,7 @@ async def test_faults_during_a_steady_stream_lose_and_double_nothing(stack: Stac
                 fleet,
                 server_url=stack.api,
                 admin=admin,
+                login=admin_login,
                 root_pem=root_pem,
                 agent_home=stack.paths.agent_home,
                 verify=stack.trust,
@@ -200,7 +202,7 @@ async def test_faults_during_a_steady_stream_lose_and_double_nothing(stack: Stac
             assert meter.distinct_observations >= GLUCOSE_RECORDS
             assert glucose.links_dropped >= 1
             # The end of the path: a clinician reads every stored reading back as FHIR.
-            await _clinician_reads_everything_as_fhir(stack, admin, final)
+            await _clinician_reads_everything_as_fhir(stack, admin_login, final)
     finally:
         await asyncio.to_thread(stack.supervisor.stop_all)
     assert stack.supervisor.children == []
@@ -213,7 +215,7 @@ def _patients_of(database: Path) -> dict[str, str]:
 
 
 async def _clinician_reads_everything_as_fhir(
-    stack: Stack, admin: StaffCredentials, final: Snapshot
+    stack: Stack, admin: StaffLogin, final: Snapshot
 ) -> None:
     """Admin creates a clinician and puts them on every patient's care team; the clinician
     logs in (password + TOTP at the token endpoint) and pages through each patient's FHIR
@@ -222,7 +224,7 @@ async def _clinician_reads_everything_as_fhir(
     patients = await asyncio.to_thread(_patients_of, stack.paths.database)
     password = secrets.token_urlsafe(18)
     async with httpx.AsyncClient(
-        base_url=stack.api, auth=StaffLogin(admin), verify=stack.trust, timeout=30.0
+        base_url=stack.api, auth=admin, verify=stack.trust, timeout=30.0
     ) as api:
         created = await api.post(
             "/api/v1/users",
