@@ -48,6 +48,7 @@ __all__ = [
     "break_glass_register",
     "care_team",
     "declare_break_glass",
+    "record_read",
     "remove_from_care_team",
 ]
 
@@ -124,6 +125,24 @@ def authorize_read(
     if grant is not None:
         return Grant(Access.BREAK_GLASS, grant.id)
     raise _deny(session, user_id, role, patient_id, "not_care_team")
+
+
+def record_read(
+    session: Session,
+    grant: Grant,
+    *,
+    user_id: str,
+    patient_id: str,
+    event: str = "observation.read",
+    count: int | None = None,
+) -> None:
+    """Audit a read of ``patient_id``'s data under ``grant`` and commit it: callers send
+    the data only after this returns, so there is no answer the trail does not show."""
+    detail: dict[str, str | int | None] = {**grant.audit_detail()}
+    if count is not None:
+        detail["count"] = count
+    audit.record(session, event, actor=user_id, subject=patient_id, **detail)
+    session.commit()
 
 
 def declare_break_glass(

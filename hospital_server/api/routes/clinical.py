@@ -24,12 +24,14 @@ from hospital_server import audit
 from hospital_server.access import (
     MAX_BREAK_GLASS,
     AccessDenied,
+    BreakGlassRecord,
     Grant,
     add_to_care_team,
     authorize_read,
     break_glass_register,
     care_team,
     declare_break_glass,
+    record_read,
     remove_from_care_team,
 )
 from hospital_server.api.deps import AdminPrincipal, Ctx, CurrentPrincipal, DbSession, require_roles
@@ -82,10 +84,9 @@ def get_patient(
         patient = read_patient(session, ctx.keys, patient_id)
     except PatientNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="patient_not_found") from None
-    audit.record(
-        session, "patient.read", actor=principal.user_id, subject=patient_id, **grant.audit_detail()
+    record_read(
+        session, grant, user_id=principal.user_id, patient_id=patient_id, event="patient.read"
     )
-    session.commit()
     return patient
 
 
@@ -120,15 +121,9 @@ def list_observations(
         readings, more = read_observations(session, ctx.keys, patient_id, query)
     except RecordIntegrityError as exc:
         raise integrity_failure(exc) from None
-    audit.record(
-        session,
-        "observation.read",
-        actor=principal.user_id,
-        subject=patient_id,
-        count=len(readings),
-        **grant.audit_detail(),
+    record_read(
+        session, grant, user_id=principal.user_id, patient_id=patient_id, count=len(readings)
     )
-    session.commit()
     return json_response(
         {
             "items": [reading_wire(r) for r in readings],
@@ -226,36 +221,17 @@ def post_break_glass(
     return BreakGlassGranted(id=grant.id, patient_id=patient_id, expires_at=grant.expires_at)
 
 
-class BreakGlassEntry(BaseModel):
-    id: str
-    user_id: str
-    patient_id: str
-    reason: str
-    granted_at: datetime
-    expires_at: datetime
-
-
 @router.get("/break-glass")
 def get_break_glass_register(
     auditor: Auditor,
     ctx: Ctx,
     session: DbSession,
     since: Annotated[datetime, Query(description="grants made at or after")],
-) -> list[BreakGlassEntry]:
+) -> list[BreakGlassRecord]:
     """The break-glass register for review (auditors): who, which patient, why, how long."""
     if since.tzinfo is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail="invalid_query")
-    entries = [
-        BreakGlassEntry(
-            id=g.id,
-            user_id=g.user_id,
-            patient_id=g.patient_id,
-            reason=g.reason,
-            granted_at=g.granted_at,
-            expires_at=g.expires_at,
-        )
-        for g in break_glass_register(session, ctx.keys, since=since)
-    ]
+    entries = break_glass_register(session, ctx.keys, since=since)
     audit.record(
         session,
         "patient.read",

@@ -22,8 +22,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request, Response
 from sqlmodel import Session
 
-from hospital_server import audit
-from hospital_server.access import AccessDenied, Grant, authorize_read
+from hospital_server.access import AccessDenied, Grant, authorize_read, record_read
 from hospital_server.api.deps import Ctx, CurrentPrincipal, DbSession
 from hospital_server.auth.principal import Principal
 from hospital_server.clinical import (
@@ -192,15 +191,9 @@ def search_observations(
             raise FhirError(500, "exception", "record_integrity") from None
     except FhirError as error:
         return _outcome(error)
-    audit.record(
-        session,
-        "observation.read",
-        actor=principal.user_id,
-        subject=patient_id,
-        count=len(readings),
-        **grant.audit_detail(),
+    record_read(
+        session, grant, user_id=principal.user_id, patient_id=patient_id, count=len(readings)
     )
-    session.commit()
     base = _base(request)
     params = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
     self_url = f"{base}/Observation?{urlencode([*params, ('_offset', offset)])}"
@@ -240,15 +233,7 @@ def read_one_observation(
             raise FhirError(404, "not-found", "no such Observation")
     except FhirError as error:
         return _outcome(error)
-    audit.record(
-        session,
-        "observation.read",
-        actor=principal.user_id,
-        subject=patient_id,
-        count=1,
-        **grant.audit_detail(),
-    )
-    session.commit()
+    record_read(session, grant, user_id=principal.user_id, patient_id=patient_id, count=1)
     return _send(_resource(reading, _base(request)))
 
 
@@ -264,10 +249,9 @@ def read_one_patient(
             raise FhirError(404, "not-found", "no such Patient") from None
     except FhirError as error:
         return _outcome(error)
-    audit.record(
-        session, "patient.read", actor=principal.user_id, subject=patient_id, **grant.audit_detail()
+    record_read(
+        session, grant, user_id=principal.user_id, patient_id=patient_id, event="patient.read"
     )
-    session.commit()
     return _send(
         patient_resource(
             patient_id=patient.id,
