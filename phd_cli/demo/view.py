@@ -138,7 +138,7 @@ def summary_text(
         )
     where = Table.grid(padding=(0, 2))
     where.add_column(style="bold")
-    where.add_column()
+    where.add_column(overflow="fold")  # paths wrap, never cut short: they are for copying
     ca = endpoints.root_ca
     where.add_row("API docs", f"{endpoints.api}/docs  (trust {ca}: curl --cacert {ca})")
     where.add_row("server metrics", f"{endpoints.api}/metrics")
