@@ -6,10 +6,14 @@ devices with real certificates from a fresh PKI):
 
 - crypto ceiling: open + verify alone (framing, HPKE, COSE, signature, policy), one core;
 - one worker: uplink batches of 64 exactly as the MQTT worker runs them (through
-  ``IngestPipeline``: batch N+1 verified while batch N commits), committed, per database; and
-  the same worker with batches strictly one after another, for comparison;
+  ``IngestPipeline``: batch N+1 verified while batch N commits), committed, per database, the
+  best of three runs (each on a fresh database, each with the ceiling measured again; the
+  ceiling is the best of all its passes), so both sides of the ratio are their
+  least-disturbed figure; and the same worker with batches strictly one after another (one
+  run, for comparison);
 - two workers: two processes sharing the batches on the same database (what a shared
-  subscription does), wall-clock envelopes/s.
+  subscription does), wall-clock envelopes/s, best of three runs alternating with the
+  one-worker runs.
 
 Databases: SQLite (WAL, synchronous=FULL) and a local PostgreSQL 15 with its default
 durability (fsync and synchronous_commit on). Target: one worker at >= 60% of the ceiling, and
@@ -242,6 +246,7 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
     from phd_cli.pg_local import start_postgres, stop_postgres
 
     total = 1024 if quick else 4096
+    repeats = 1 if quick else 3
     rows: list[BenchRow] = []
     base = Path(tempfile.mkdtemp(prefix="phd-bench-ingest-"))
     pg = start_postgres(durable=True)
@@ -251,8 +256,9 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
         for backend in ("sqlite", "postgresql"):
             results: dict[str, float] = {}
             ceiling = 0.0
-            for mode, workers, overlap in (("serial", 1, False), ("1", 1, True), ("2", 2, True)):
-                label = f"{backend}-{mode}"
+            runs = [("serial", 1, False)] + [("1", 1, True), ("2", 2, True)] * repeats
+            for n, (mode, workers, overlap) in enumerate(runs):
+                label = f"{backend}-{mode}-{n}"
                 if backend == "sqlite":
                     url = f"sqlite:///{base / label}.db"
                 else:
@@ -261,12 +267,15 @@ def run(console: Any, quick: bool) -> list[BenchRow]:
                 console.print(f"ingest bench: preparing {total} envelopes on {label}")
                 envelopes, settings = _setup(base, url, total)
                 if mode == "1":
-                    ceiling = _crypto_ceiling(settings, envelopes)
+                    ceiling = max(ceiling, _crypto_ceiling(settings, envelopes))
                 batches = [envelopes[i : i + BATCH] for i in range(0, total, BATCH)]
                 stored, wall = _run_workers(settings, batches, workers, overlap=overlap)
                 if stored != total:
                     console.print(f"[red]{label}: stored {stored} of {total}[/red]")
-                results[mode] = stored / wall
+                # Each configuration: the best of its runs, as the ceiling is the best of its
+                # passes (every side takes its least-disturbed figure on a shared machine);
+                # one and two workers alternate, so a slow spell hits both.
+                results[mode] = max(results.get(mode, 0.0), stored / wall)
             one, two = results["1"], results["2"]
             rows += [
                 BenchRow(PART, f"{backend} crypto ceiling (open+verify, 1 core)", ceiling, "env/s"),
