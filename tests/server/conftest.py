@@ -8,23 +8,27 @@ PostgreSQL); each test gets a fresh copy.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
+from hospital_server.app import create_app
 from hospital_server.auth.tokens import TokenPolicy, issue_access_token
 from hospital_server.context import ServerContext, tcp_probe
 from hospital_server.db import SessionFactory, make_engine, make_session_factory
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.keys import LocalKeyFileProvider
 from hospital_server.migrations import upgrade
-from hospital_server.models import StaffUser, utcnow
+from hospital_server.models import AuditEvent, StaffUser, utcnow
 from hospital_server.pki.layout import PkiLayout
 from hospital_server.settings import Settings
 from hospital_server.staff import create_staff_user, provision_totp
@@ -162,6 +166,28 @@ def context(settings: Settings, broker_listener: tuple[str, int]) -> Iterator[Se
     add_staff_user(ctx, *CLINICIAN, role="clinician")
     yield ctx
     ctx.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, context: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
+    """The application on ``context``, called in process (ASGI)."""
+    app = create_app(settings, context=context)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://server"
+    ) as c:
+        yield c
+
+
+def audit_entries(ctx: ServerContext, event_type: str) -> list[dict[str, Any]]:
+    """The audit entries of one type, oldest first: actor, subject and the detail's keys.
+    Blocking: from async tests call it through ``asyncio.to_thread``."""
+    with ctx.sessions() as s:
+        rows = s.exec(
+            select(AuditEvent)
+            .where(AuditEvent.event_type == event_type)
+            .order_by(col(AuditEvent.id))
+        ).all()
+        return [{"actor": r.actor, "subject": r.subject, **json.loads(r.detail)} for r in rows]
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
 from sqlmodel import select
 
 from hospital_server.app import create_app
@@ -19,14 +17,6 @@ from phd_protocol.enrollment import hash_code
 from tests.server.conftest import ADMIN
 
 PATIENT = {"name": "Carol Test", "mrn": "H-1001", "date_of_birth": "1961-07-04"}
-
-
-@pytest.fixture
-async def client(settings: Settings, context: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, context=context)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://server") as c:
-        yield c
 
 
 def _audit(context: ServerContext, event_type: str) -> list[AuditEvent]:

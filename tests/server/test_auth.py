@@ -7,32 +7,21 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
 from sqlmodel import col, select
 
-from hospital_server.app import create_app
 from hospital_server.auth import login, totp
 from hospital_server.auth.errors import LoginRefusedError
 from hospital_server.context import ServerContext
 from hospital_server.models import AuditEvent, RefreshToken, StaffUser, utcnow
-from hospital_server.settings import Settings
 from phd_cli.demo.staff_login import StaffCredentials, StaffLogin, StaffLoginError
 from tests.server.conftest import ADMIN, CLINICIAN, totp_secret_for
 
 TOKEN = "/api/v1/auth/token"
 USERS_PATH = "/api/v1/users"
-
-
-@pytest.fixture
-async def client(settings: Settings, context: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, context=context)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://server") as c:
-        yield c
 
 
 def code_for(username: str, *, offset: int = 0) -> str:

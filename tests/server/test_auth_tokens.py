@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -41,14 +41,6 @@ from phd_protocol import crypto
 from tests.server.conftest import ADMIN, CLINICIAN
 
 USERS = "/api/v1/users"
-
-
-@pytest.fixture
-async def client(settings: Settings, context: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, context=context)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://server") as c:
-        yield c
 
 
 def _b64(data: bytes) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,10 +29,11 @@ from hospital_server.clinical import (
 )
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.ingest.process import process_envelope
-from hospital_server.models import AuditEvent, BreakGlass, IngestedEnvelope, StaffUser
+from hospital_server.models import BreakGlass, IngestedEnvelope, StaffUser
 from hospital_server.models import Observation as ObservationRow
 from hospital_server.staff import create_staff_user
 from phd_protocol import mdc
+from tests.server.conftest import audit_entries
 from tests.server.ingest_world import EnrolledDevice, World, bp, temperature
 
 PASSWORD = "correct horse battery staple"
@@ -51,12 +51,6 @@ def _store(world: World, device: EnrolledDevice, observations: list[dict[str, ob
     with world.ctx.sessions() as s:
         result = process_envelope(world.ingestor, s, world.seal(device, observations), "gw-1")
     assert result.status.value == "stored"
-
-
-def _events(world: World, event_type: str) -> list[dict[str, object]]:
-    with world.ctx.sessions() as s:
-        rows = s.exec(select(AuditEvent).where(AuditEvent.event_type == event_type)).all()
-        return [{"actor": r.actor, "subject": r.subject, **json.loads(r.detail)} for r in rows]
 
 
 def _authorize(world: World, user_id: str, role: str, patient_id: str) -> Access:
@@ -152,7 +146,7 @@ def test_roles_that_do_not_give_care_never_read_clinical_data(
         "actor": user,
         "subject": device.patient_id,
         "reason": "role_not_permitted",
-    }.items() <= (_events(world, "authz.denied")[-1].items())
+    }.items() <= (audit_entries(world.ctx, "authz.denied")[-1].items())
 
 
 def test_clinician_outside_the_care_team_is_refused_and_audited(
@@ -165,7 +159,7 @@ def test_clinician_outside_the_care_team_is_refused_and_audited(
     # An unknown patient id gets the same answer: no oracle for which ids exist.
     with pytest.raises(AccessDenied, match="not_care_team"):
         _authorize(world, outsider, "nurse", "00000000-0000-4000-8000-000000000000")
-    assert len(_events(world, "authz.denied")) == 2
+    assert len(audit_entries(world.ctx, "authz.denied")) == 2
     # Removal takes effect at once.
     with world.ctx.sessions() as s:
         assert remove_from_care_team(s, patient_id=device.patient_id, user_id=doctor, actor="a")
@@ -209,7 +203,7 @@ def test_break_glass_grants_flagged_time_limited_access(
         grant_id = grant.id
         s.commit()
     assert _authorize(world, er, "clinician", device.patient_id) is Access.BREAK_GLASS
-    event = _events(world, "breakglass.granted")[-1]
+    event = audit_entries(world.ctx, "breakglass.granted")[-1]
     assert event == {
         "actor": er,
         "subject": device.patient_id,

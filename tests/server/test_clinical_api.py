@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -17,27 +16,16 @@ from fhir.resources.R4B.patient import Patient as FhirPatient
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from hospital_server.app import create_app
 from hospital_server.context import ServerContext
 from hospital_server.ingest.process import process_envelope
 from hospital_server.models import AuditEvent, StaffUser
 from hospital_server.models import Observation as ObservationRow
-from hospital_server.settings import Settings
 from phd_protocol import mdc
-from tests.server.conftest import CLINICIAN, add_staff_user, bearer_headers
+from tests.server.conftest import CLINICIAN, add_staff_user, audit_entries, bearer_headers
 from tests.server.ingest_world import EnrolledDevice, World, bp, temperature
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 PASSWORD = "a long enough password"
-
-
-@pytest.fixture
-async def client(settings: Settings, context: ServerContext) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, context=context)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://server"
-    ) as c:
-        yield c
 
 
 @pytest.fixture
@@ -57,14 +45,8 @@ def patient(world: World, admin_headers: dict[str, str]) -> EnrolledDevice:
 # The database is reached through threads: async tests must not block the event loop.
 
 
-def _audit_rows(ctx: ServerContext, event_type: str) -> list[dict[str, Any]]:
-    with ctx.sessions() as s:
-        rows = s.exec(select(AuditEvent).where(AuditEvent.event_type == event_type)).all()
-        return [{"actor": r.actor, "subject": r.subject, **json.loads(r.detail)} for r in rows]
-
-
 async def _audit(ctx: ServerContext, event_type: str) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(_audit_rows, ctx, event_type)
+    return await asyncio.to_thread(audit_entries, ctx, event_type)
 
 
 def _all_audit_text(ctx: ServerContext) -> str:
