@@ -28,16 +28,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from phd_cli.cmd_bench import BenchRow
+from phd_cli.cmd_bench import BenchRow, percentile
 
 PART = "api"
 PAGE = 100
 BATCH = 64
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def _store(base: Path, total: int) -> tuple[Any, list[str]]:
@@ -163,7 +158,7 @@ async def _measure(app: Any, patients: list[str], login: Any, seconds: float) ->
                     PART, f"{label}: requests/s (one client)", len(latencies) / total_s, "req/s"
                 ),
                 BenchRow(PART, f"{label}: p50", statistics.median(latencies), "ms"),
-                BenchRow(PART, f"{label}: p99", _percentile(latencies, 99), "ms"),
+                BenchRow(PART, f"{label}: p99", percentile(latencies, 99), "ms"),
                 BenchRow(PART, f"{label}: per reading", total_s / readings * 1e6, "µs"),
             ]
     return rows

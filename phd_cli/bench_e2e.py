@@ -47,7 +47,7 @@ from typing import Any
 
 import httpx
 
-from phd_cli.cmd_bench import BenchRow
+from phd_cli.cmd_bench import BenchRow, percentile
 from phd_cli.demo import setup
 from phd_cli.demo.procs import Supervisor, free_port, require_binary
 from phd_cli.demo.stack import Stack, UplinkTuning
@@ -550,12 +550,12 @@ async def _latency(
         sent=count,
         committed=len(commits),
         p50=statistics.median(latencies) if latencies else nan,
-        p99=_percentile(latencies, 99) if latencies else nan,
+        p99=percentile(latencies, 99) if latencies else nan,
         late=late,
         ingress_p50=statistics.median(ingress),
-        ingress_p99=_percentile(ingress, 99),
+        ingress_p99=percentile(ingress, 99),
         worker_p50=statistics.median(to_worker) if to_worker else nan,
-        worker_p99=_percentile(to_worker, 99) if to_worker else nan,
+        worker_p99=percentile(to_worker, 99) if to_worker else nan,
     )
 
 
@@ -567,12 +567,6 @@ def _middle_rate(commits: list[tuple[float, float]]) -> float:
     lo, hi = int(len(times) * 0.2), int(len(times) * 0.8)
     span = times[hi] - times[lo]
     return (hi - lo) / span if span > 0 else 0.0
-
-
-def _percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 async def _bench(console: Any, quick: bool) -> list[BenchRow]:

@@ -38,6 +38,13 @@ class BenchRow:
     met: bool | None = None  # None when there is no target
 
 
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile (the smallest value with at least ``pct`` % at or below it)."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("bench", help="measure throughput, latency and memory of each part")
     p.add_argument(

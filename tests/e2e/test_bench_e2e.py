@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from phd_cli.bench_e2e import _middle_rate, _percentile
+from phd_cli.bench_e2e import _middle_rate
+from phd_cli.cmd_bench import percentile
 
 
 def test_middle_rate_ignores_start_up_and_drain() -> None:
@@ -26,7 +27,7 @@ def test_middle_rate_needs_enough_commits() -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
-    assert _percentile(values, 50) == 50.0
-    assert _percentile(values, 99) == 99.0
-    assert _percentile(values, 100) == 100.0
-    assert _percentile([7.0], 99) == 7.0
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile(values, 100) == 100.0
+    assert percentile([7.0], 99) == 7.0
