@@ -51,13 +51,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Connection, Table, bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel, col, select
 
-from hospital_server import audit
+from hospital_server import audit, gateways
 from hospital_server.db import READ_ONLY, IntegrityError, is_transient
 from hospital_server.fieldcrypt import PatientKeys, content_mac, content_mac_key
 from hospital_server.gateways import GATEWAY_ID
@@ -125,6 +125,7 @@ class _Credential:
     patient_id: str
     device_status: str
     patient_status: str
+    collection_consent: bool  # the newest collection consent record grants it
 
 
 @dataclass(slots=True)
@@ -190,7 +191,7 @@ class Ingestor:
         self.clock = clock
         # A certificate's key never changes: parse each certificate once (parsing is slow).
         self._verifiers: dict[str, crypto.VerifyingKey] = {}
-        self._standing: dict[str, tuple[tuple[Any, ...], _Credential]] = {}
+        self._standing_cache: dict[str, tuple[tuple[Any, ...], _Credential]] = {}
         self._bulk: tuple[str, BulkInserter, BulkInserter] | None = None
 
     # ------------------------------------------------------------------ public
@@ -257,43 +258,46 @@ class Ingestor:
 
     def _phase1(self, session: Session, gateway_id: str, envelopes: Sequence[bytes]) -> _Batch:
         batch = _Batch(results=[None] * len(envelopes))
-        session.connection(execution_options=READ_ONLY)
+        # Phase 1 writes nothing: PostgreSQL runs its one read in autocommit (one round trip,
+        # no BEGIN and ROLLBACK around it); SQLite begins deferred so it reads beside a writer.
+        connection = session.connection(execution_options=self._read_options(session))
         try:
-            # Core statements, not ORM queries, on the hot path: ingest reads plain columns
-            # and the ORM's per-row bookkeeping cost more than the queries themselves.
-            gateway_status = session.connection().scalar(_GATEWAY_STATUS, {"id": gateway_id})
-            gateway_revoked = gateway_status == "revoked"
             now = self.clock()
             digests = [crypto.sha256(data).hex() for data in envelopes]
             # Pass 1: bounds and decryption; collect every credential the batch names, so the
             # database is asked once per batch, not once per envelope.
             opened: dict[int, OpenedEnvelope] = {}
+            refused: dict[int, RejectReason] = {}
             for index, data in enumerate(envelopes):
+                if len(data) > self.policy.max_envelope_bytes:
+                    refused[index] = _R.TOO_LARGE
+                    continue
                 try:
-                    if len(data) > self.policy.max_envelope_bytes:
-                        raise _Reject(_R.TOO_LARGE)
-                    if gateway_revoked:
-                        raise _Reject(_R.GATEWAY_REVOKED)
-                    try:
-                        opened[index] = open_envelope(data, self.keyring)
-                    except EnvelopeError as exc:
-                        raise _Reject(exc.reason) from None
-                except _Reject as rej:
-                    batch.rejected.append(_Rejected(index, rej.reason, digests[index], data))
-            creds = self._credentials(session, {o.message.kid.hex() for o in opened.values()})
-            consent = _collection_consent(session, {c.patient_id for c in creds.values()})
+                    opened[index] = open_envelope(data, self.keyring)
+                except EnvelopeError as exc:
+                    refused[index] = exc.reason
+            gateway_revoked, creds = self._standing(
+                connection, gateway_id, {o.message.kid.hex() for o in opened.values()}
+            )
+            if gateway_revoked:
+                # Decided after decryption (the standing comes in the same read as the
+                # credentials), answered as if before it: a revoked gateway's envelopes are
+                # refused as such whatever they hold, except those over the size bound.
+                for index in opened:
+                    refused[index] = _R.GATEWAY_REVOKED
+                for index, reason in refused.items():
+                    if reason is not _R.TOO_LARGE:
+                        refused[index] = _R.GATEWAY_REVOKED
+                opened = {}
+            for index, reason in sorted(refused.items()):
+                batch.rejected.append(_Rejected(index, reason, digests[index], envelopes[index]))
             # Pass 2: signature, policy, enrollment, observations; then in-batch duplicates.
             seen: dict[tuple[str, int], str] = {}
             for index, envelope in opened.items():
                 data, digest = envelopes[index], digests[index]
                 try:
                     accepted = self._check(
-                        session,
-                        index=index,
-                        opened=envelope,
-                        now=now,
-                        creds=creds,
-                        consent=consent,
+                        session, index=index, opened=envelope, now=now, creds=creds
                     )
                 except _Reject as rej:
                     batch.rejected.append(
@@ -313,8 +317,13 @@ class Ingestor:
                 seen[key] = accepted.digest
                 batch.accepted.append(accepted)
         finally:
-            session.rollback()  # end the read transaction; nothing was written
+            session.rollback()  # end the read (a no-op in autocommit); nothing was written
         return batch
+
+    def _read_options(self, session: Session) -> dict[str, Any]:
+        if session.get_bind().dialect.name == "postgresql":
+            return _AUTOCOMMIT
+        return READ_ONLY
 
     def _check(
         self,
@@ -324,7 +333,6 @@ class Ingestor:
         opened: OpenedEnvelope,
         now: datetime,
         creds: dict[str, _Credential],
-        consent: dict[str, bool],
     ) -> _Accepted:
         message = opened.message
         kid = message.kid.hex()[:64]
@@ -349,7 +357,7 @@ class Ingestor:
             # before the revocation: it is accepted (DESIGN.md section 3).
             cred.device_status not in {DeviceStatus.ENROLLED, DeviceStatus.REVOKED}
             or cred.patient_status != PatientStatus.ACTIVE
-            or not consent.get(cred.patient_id, False)
+            or not cred.collection_consent
         ):
             raise _Reject(_R.NOT_ENROLLED, device_id=cred.device_id, kid=kid)
         try:
@@ -439,21 +447,30 @@ class Ingestor:
             sealed_at=sealed_at,
         )
 
-    def _credentials(self, session: Session, kids: set[str]) -> dict[str, _Credential]:
-        """Credential, device and patient standing for every kid of a batch, in one query."""
-        if not kids:
-            return {}
-        rows = session.connection().execute(_CREDENTIALS, {"kids": sorted(kids)}).all()
+    def _standing(
+        self, connection: Connection, gateway_id: str, kids: set[str]
+    ) -> tuple[bool, dict[str, _Credential]]:
+        """Whether the gateway is revoked, and the credential, device, patient and consent
+        standing of every kid of the batch: one statement, so one consistent snapshot."""
+        rows = (
+            connection.execute(_STANDING, {"kids": sorted(kids), "gateway": gateway_id}).all()
+            if kids
+            else []
+        )
+        if not rows:  # nothing named an enrolled credential: the gateway's standing alone
+            status = connection.scalar(_GATEWAY_STATUS, {"id": gateway_id})
+            return status == gateways.REVOKED, {}
         out: dict[str, _Credential] = {}
         for row in rows:
-            kid, der, not_before, not_after, revoked_at, dev, dev_status, pid, p_status = row
+            kid, der = row[0], row[1]
             # The row is the whole standing: an unchanged row gives the same record (building
             # one parses times and checks the key); any change, a revocation say, a new one.
-            standing = tuple(row[2:])
-            cached = self._standing.get(kid)
+            standing = tuple(row[2:-1])
+            cached = self._standing_cache.get(kid)
             if cached is not None and cached[0] == standing:
                 out[kid] = cached[1]
                 continue
+            not_before, not_after, revoked_at, dev, dev_status, pid, p_status, consent = standing
             key = self._verifiers.get(kid)
             if key is None:
                 key = certificate_public_key(load_certificate(certificate_der_to_pem(der)))
@@ -471,9 +488,10 @@ class Ingestor:
                 patient_id=pid,
                 device_status=dev_status,
                 patient_status=p_status,
+                collection_consent=bool(consent),
             )
-            self._standing[kid] = (standing, out[kid])
-        return out
+            self._standing_cache[kid] = (standing, out[kid])
+        return rows[0][-1] == gateways.REVOKED, out
 
     # ------------------------------------------------------------------ phase 2: one write
 
@@ -647,18 +665,6 @@ def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]
     }
 
 
-def _collection_consent(session: Session, patient_ids: set[str]) -> dict[str, bool]:
-    """Collection consent in force (the newest record) for each patient, in one query."""
-    if not patient_ids:
-        return {}
-    latest: dict[str, bool] = {}
-    for pid, granted in session.connection().execute(
-        _COLLECTION_CONSENT, {"patients": sorted(patient_ids)}
-    ):
-        latest[pid] = granted
-    return latest
-
-
 def process_envelope(
     ingestor: Ingestor, session: Session, envelope: bytes, gateway_id: str
 ) -> EnvelopeResult:
@@ -669,7 +675,16 @@ def process_envelope(
 # The per-batch reads, built once: constructing a Core statement cost more than running it
 # (600 µs of a batch's 1.3 ms). Expanding bind parameters keep one cached compiled form.
 _GATEWAY_STATUS = sa_select(col(Gateway.status)).where(col(Gateway.id) == bindparam("id"))
-_CREDENTIALS = (
+# The collection consent in force: the newest record of that kind for the patient.
+_COLLECTION_CONSENT = (
+    sa_select(col(Consent.granted))
+    .where(col(Consent.patient_id) == col(Patient.id), col(Consent.kind) == ConsentKind.COLLECTION)
+    .order_by(col(Consent.id).desc())
+    .limit(1)
+    .correlate(Patient)
+    .scalar_subquery()
+)
+_STANDING = (
     sa_select(
         col(Credential.kid),
         col(Credential.cert_der),
@@ -680,18 +695,15 @@ _CREDENTIALS = (
         col(Device.status),
         col(Patient.id),
         col(Patient.status),
+        _COLLECTION_CONSENT,
+        sa_select(col(Gateway.status))
+        .where(col(Gateway.id) == bindparam("gateway"))
+        .scalar_subquery(),
     )
     .join(Device, col(Device.id) == col(Credential.device_id))
     .join(Patient, col(Patient.id) == col(Device.patient_id))
     .where(col(Credential.kid).in_(bindparam("kids", expanding=True)))
 )
-_COLLECTION_CONSENT = (
-    sa_select(col(Consent.patient_id), col(Consent.granted))
-    .where(
-        col(Consent.patient_id).in_(bindparam("patients", expanding=True)),
-        col(Consent.kind) == ConsentKind.COLLECTION,
-    )
-    .order_by(col(Consent.id))
-)
+_AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
 
 _ = audit  # event names come from hospital_server.audit.EVENT_TYPES ("ingest.rejected")

@@ -387,6 +387,19 @@ def test_not_enrolled_after_consent_is_withdrawn(world: World) -> None:
     )
 
 
+def test_consent_granted_again_after_withdrawal_lets_readings_in(world: World) -> None:
+    # The newest collection record is in force, whatever came before it.
+    device = world.enroll(mrn="M-16b")
+    with world.ctx.sessions() as s:
+        record_consent(s, device.patient_id, ConsentKind.COLLECTION, granted=False, actor="a")
+        s.commit()
+    _assert_rejected(world, world.seal(device, [bp(device, "151")]), RejectReason.NOT_ENROLLED)
+    with world.ctx.sessions() as s:
+        record_consent(s, device.patient_id, ConsentKind.COLLECTION, granted=True, actor="a")
+        s.commit()
+    assert _one(world, world.seal(device, [bp(device, "152")])).status is AckStatus.STORED
+
+
 def test_replay_of_a_seq_with_different_content(world: World) -> None:
     device = world.enroll(mrn="M-17")
     assert _one(world, world.seal(device, [bp(device, "120", "80")], seq=42)).status is (
@@ -411,6 +424,22 @@ def test_gateway_revoked(world: World) -> None:
     _assert_rejected(world, world.seal(device), RejectReason.GATEWAY_REVOKED)
     # Another gateway relaying the same device is fine.
     assert _one(world, world.seal(device), gateway="gw-2").status is AckStatus.STORED
+
+
+def test_gateway_revoked_answers_every_envelope_of_its_batch_as_such(world: World) -> None:
+    # Garbage and foreign envelopes from a revoked gateway are refused for the gateway, an
+    # oversize one still for its size (the bound is checked first).
+    device = world.enroll(mrn="M-19b")
+    with world.ctx.sessions() as s:
+        revoke_gateway(s, GW, actor="admin")
+        s.commit()
+    oversize = b"\x83" + b"\x00" * (64 * 1024)
+    with world.ctx.sessions() as s:
+        results = world.ingestor.process(s, GW, [world.seal(device), b"\x00garbage", oversize])
+    revoked = EnvelopeResult.rejected(RejectReason.GATEWAY_REVOKED, permanent=True)
+    too_large = EnvelopeResult.rejected(RejectReason.TOO_LARGE, permanent=True)
+    assert results == [revoked, revoked, too_large]
+    assert _count(world, IngestedEnvelope) == 0
 
 
 def test_malformed_observations_from_an_authentic_sender(world: World) -> None:
