@@ -140,13 +140,14 @@ def _decode_fast(data: bytes) -> Sign1 | None:
         return None
     protected = data[protected_at[0] : protected_end]
     alg, kid = _parse_protected(protected)
-    return Sign1(
-        alg=alg,
-        kid=kid,
-        payload=data[payload_at[0] : payload_end],
-        signature=data[signature_at:],
-        protected=protected,
-    )
+    message = object.__new__(Sign1)  # the frozen dataclass's fields, set directly
+    _set = object.__setattr__
+    _set(message, "alg", alg)
+    _set(message, "kid", kid)
+    _set(message, "payload", data[payload_at[0] : payload_end])
+    _set(message, "signature", data[signature_at:])
+    _set(message, "protected", protected)
+    return message
 
 
 # Protected headers recur (one per device credential): memoise their parse, bounded.
@@ -252,4 +253,6 @@ def verify_sign1(message: Sign1, key: VerifyingKey, *, key_alg: int | None = Non
             raise crypto.CryptoError from None
     if key_alg != message.alg:
         raise crypto.CryptoError
-    crypto.verify(key, message.signature, sig_structure(message.protected, message.payload))
+    crypto.verify(
+        key, message.signature, sig_structure(message.protected, message.payload), alg=key_alg
+    )

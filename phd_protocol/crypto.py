@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hpke, serialization
@@ -142,17 +142,21 @@ def sign(key: SigningKey, message: bytes) -> bytes:
     return r.to_bytes(_P256_COORD, "big") + s.to_bytes(_P256_COORD, "big")
 
 
-def verify(key: VerifyingKey, signature: bytes, message: bytes) -> None:
-    """Verify or raise CryptoError."""
+def verify(key: VerifyingKey, signature: bytes, message: bytes, *, alg: int | None = None) -> None:
+    """Verify or raise CryptoError. ``alg``: :func:`signature_algorithm` of ``key``, when the
+    caller keeps it with the key (saves the key type check on every message)."""
+    if alg is None:
+        alg = COSE_EDDSA if isinstance(key, ed25519.Ed25519PublicKey) else COSE_ES256
     try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, message)
+        if alg == COSE_EDDSA:
+            cast("ed25519.Ed25519PublicKey", key).verify(signature, message)
             return
         if len(signature) != 2 * _P256_COORD:
             raise CryptoError
         r = int.from_bytes(signature[:_P256_COORD], "big")
         s = int.from_bytes(signature[_P256_COORD:], "big")
-        key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
+        ec_key = cast("ec.EllipticCurvePublicKey", key)
+        ec_key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
     except InvalidSignature as exc:
         raise CryptoError from exc
 

@@ -301,13 +301,20 @@ if _PAYLOAD_ORDER != ("v", "ts", "dev", "obs", "phd", "raw", "seq", "rcpt"):  # 
     raise AssertionError("the payload fast path below reads the keys in this order")
 
 
-# Encoded phd maps already decoded, with their value (one per device model in practice).
+# Encoded phd maps already decoded and found within the payload rules (_check_phd), with their
+# value (one per device model in practice).
 _PHD_CACHE: dict[bytes, dict[cbor.CborKey, cbor.CborValue]] = {}
 _PHD_CACHE_LIMIT = 4096
 
 
 def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | None:
-    """The payload map read along its one layout, or None to leave it to :func:`cbor.decode`.
+    """The payload map read along its one layout, or None to leave it to :func:`cbor.decode`."""
+    read = _read_layout(data)
+    return None if read is None else read[0]
+
+
+def _read_layout(data: bytes) -> tuple[dict[cbor.CborKey, cbor.CborValue], bool] | None:
+    """:func:`_decode_payload_fast`'s map, and whether its phd map already passed _check_phd.
 
     Succeeds only on input the strict decoder decodes to the same dict: every key at its
     place, every head in shortest form (``cbor.head_at``, ``cbor.byte_string_at``), text
@@ -347,13 +354,21 @@ def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | No
     if cached is not None:
         phd: cbor.CborValue = dict(cached)  # the caller's own copy
         pos = raw_key_at
+        phd_checked = True
     else:
         try:
             phd, pos = cbor.decode_item(data, phd_at, max_depth=1, tags=frozenset())
         except cbor.CborError:
             return None
+        phd_checked = False
         if pos == raw_key_at and isinstance(phd, dict) and len(_PHD_CACHE) < _PHD_CACHE_LIMIT:
-            _PHD_CACHE[candidate] = dict(phd)
+            try:
+                _check_phd(phd)
+            except ValueError:
+                pass  # not cached: Payload refuses it (malformed) on every arrival
+            else:
+                _PHD_CACHE[candidate] = dict(phd)
+                phd_checked = True
     if not data.startswith(_KEY_RAW, pos):
         return None
     raw_at = cbor.byte_string_at(data, pos + len(_KEY_RAW))
@@ -365,7 +380,7 @@ def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | No
     rcpt_at = cbor.byte_string_at(data, head[2] + len(_KEY_RCPT))
     if rcpt_at is None or rcpt_at[1] != size:
         return None
-    return {
+    value: dict[cbor.CborKey, cbor.CborValue] = {
         "v": ENVELOPE_VERSION,
         "ts": ts,
         "dev": dev,
@@ -375,6 +390,7 @@ def _decode_payload_fast(data: bytes) -> dict[cbor.CborKey, cbor.CborValue] | No
         "seq": head[1],
         "rcpt": data[rcpt_at[0] : rcpt_at[1]],
     }
+    return value, phd_checked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -485,9 +501,9 @@ class Payload:
 
         Sections are checked to be byte strings here and parsed only on demand.
         """
-        fast = _decode_payload_fast(data) if type(data) is bytes else None
-        if fast is not None:
-            return cls._from_layout(fast)
+        read = _read_layout(data) if type(data) is bytes else None
+        if read is not None:
+            return cls._from_layout(*read)
         try:
             # Depth 2: the payload map and the phd map; no tags (Decimals are in sections).
             value = cbor.decode(data, max_depth=2, max_size=MAX_ENVELOPE_BYTES, tags=frozenset())
@@ -511,12 +527,13 @@ class Payload:
             raise _fail(RejectReason.MALFORMED) from None
 
     @classmethod
-    def _from_layout(cls, value: dict[cbor.CborKey, cbor.CborValue]) -> Payload:
-        """A payload from what :func:`_decode_payload_fast` read: every key at its place,
-        v == 1, ts and seq unsigned integers, dev text, rcpt and the sections byte strings
-        within the envelope bound. The rules of ``__post_init__`` that this does not already
-        imply are checked here, inline (opening an envelope builds one payload, between the
-        two public-key operations), with the same outcome: EnvelopeError(malformed)."""
+    def _from_layout(cls, value: dict[cbor.CborKey, cbor.CborValue], phd_checked: bool) -> Payload:
+        """A payload from what :func:`_read_layout` read: every key at its place, v == 1, ts
+        and seq unsigned integers, dev text, rcpt and the sections byte strings within the
+        envelope bound, and (``phd_checked``) a phd map that passed :func:`_check_phd`. The
+        rules of ``__post_init__`` that this does not already imply are checked here, inline
+        (opening an envelope builds one payload, between the two public-key operations), with
+        the same outcome: EnvelopeError(malformed)."""
         dev, seq, ts, rcpt, phd = (
             value["dev"],
             value["seq"],
@@ -535,10 +552,11 @@ class Payload:
             or not MIN_KID <= len(rcpt) <= MAX_KID
         ):
             raise _fail(RejectReason.MALFORMED)
-        try:
-            _check_phd(phd)
-        except ValueError:
-            raise _fail(RejectReason.MALFORMED) from None
+        if not phd_checked:
+            try:
+                _check_phd(phd)
+            except ValueError:
+                raise _fail(RejectReason.MALFORMED) from None
         payload = object.__new__(cls)
         _set = object.__setattr__
         _set(payload, "device_id", dev)
@@ -690,4 +708,9 @@ def open_envelope(data: bytes, keyring: KeyRing) -> OpenedEnvelope:
         message = cose.Sign1.decode(plaintext, max_size=MAX_ENVELOPE_BYTES)
     except cose.CoseError:
         raise _fail(RejectReason.MALFORMED) from None
-    return OpenedEnvelope(recipient_kid=kid, message=message, signed=plaintext)
+    opened = object.__new__(OpenedEnvelope)  # the frozen dataclass's fields, set directly
+    _set = object.__setattr__
+    _set(opened, "recipient_kid", kid)
+    _set(opened, "message", message)
+    _set(opened, "signed", plaintext)
+    return opened

@@ -271,14 +271,17 @@ def verify_envelope(
     check_skew(payload.ts, received_at=received_at, policy=policy)
     if replay is not None and replay.verdict(payload.seq) is not ReplayVerdict.FRESH:
         raise EnvelopeError(RejectReason.REPLAY)
-    return VerifiedEnvelope(
-        payload=payload,
-        credential=credential,
-        recipient_kid=opened.recipient_kid,
-        alg=message.alg,
-        observations=payload.observations() if decode_sections else (),
-        raw=payload.raw_records() if decode_sections else (),
-    )
+    # Built field by field (what the frozen dataclass's __init__ does, without its call
+    # overhead): one per envelope, between the two public-key operations.
+    verified = object.__new__(VerifiedEnvelope)
+    _set = object.__setattr__
+    _set(verified, "payload", payload)
+    _set(verified, "credential", credential)
+    _set(verified, "recipient_kid", opened.recipient_kid)
+    _set(verified, "alg", message.alg)
+    _set(verified, "observations", payload.observations() if decode_sections else ())
+    _set(verified, "raw", payload.raw_records() if decode_sections else ())
+    return verified
 
 
 def check_standing(credential: CredentialRecord, sealed_ms: int) -> None:
@@ -292,9 +295,20 @@ def check_standing(credential: CredentialRecord, sealed_ms: int) -> None:
         raise EnvelopeError(RejectReason.NOT_ENROLLED)
 
 
+# The last receipt time converted by check_skew, and its milliseconds.
+_RECEIVED_MS: list[tuple[datetime | None, int]] = [(None, 0)]
+
+
 def check_skew(sealed_ms: int, *, received_at: datetime, policy: VerificationPolicy) -> None:
     """Sealing time within [received - max_age, received + max_future]; else clock_skew."""
-    now = _ms(received_at)
+    # A server checks a whole batch against one receipt time: convert it once (a datetime
+    # is immutable, so the same object always gives the same milliseconds).
+    last = _RECEIVED_MS[0]
+    if last[0] is received_at:
+        now = last[1]
+    else:
+        now = _ms(received_at)
+        _RECEIVED_MS[0] = (received_at, now)  # one atomic store: safe across threads
     max_age, max_future = policy._bounds_ms
     if not now - max_age <= sealed_ms <= now + max_future:
         raise EnvelopeError(RejectReason.CLOCK_SKEW)

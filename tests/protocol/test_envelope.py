@@ -574,6 +574,19 @@ def test_phd_memo_gives_the_strict_value_and_a_private_copy(phd: dict[str, Any])
     assert Payload.decode(_payload_with_phd(phd, seq=3)).phd == phd
 
 
+def test_phd_map_outside_the_rules_is_refused_every_time_and_never_memoised() -> None:
+    longest = "a" * envelope.MAX_TEXT
+    good = _payload_with_phd({"model": longest})
+    text = cbor.encode(longest)
+    too_long = good.replace(text, cbor.encode(longest + "a"))  # one character over the bound
+    assert too_long != good
+    for _ in range(2):  # the second arrival must not find it memoised as valid
+        with pytest.raises(EnvelopeError) as refused:
+            Payload.decode(too_long)
+        assert refused.value.reason is RejectReason.MALFORMED
+    assert not any(longest + "a" in m.values() for m in envelope._PHD_CACHE.values())
+
+
 def test_payload_built_from_the_layout_still_refuses_what_the_constructor_refuses() -> None:
     good = _payload_with_phd(SAMPLE_PHD)
     # The layout is intact but the device id is not a canonical UUID (upper case): refused.
