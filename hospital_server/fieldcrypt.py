@@ -39,6 +39,7 @@ __all__ = [
     "encrypt_field",
     "encrypt_text",
     "field_aad",
+    "patient_key_context",
 ]
 
 _VERSION = b"\x01"
@@ -119,12 +120,14 @@ def content_mac(mac_key: bytes, *, device_id: str, content_id: str) -> str:
     return hmac.digest(mac_key, message, "sha256").hex()
 
 
-def _wrap_context(patient_id: str) -> bytes:
+def patient_key_context(patient_id: str) -> bytes:
+    """Associated data of a patient's wrapped data key: the key opens for that patient only."""
     return b"patient\x00" + patient_id.encode()
 
 
 class PatientKeys:
-    """Per-patient data keys: create (wrapped by the current KEK), fetch, re-wrap, destroy."""
+    """Per-patient data keys: create (wrapped by the current KEK), fetch, destroy (re-wrapping
+    under a new KEK: :mod:`hospital_server.kek`)."""
 
     def __init__(self, provider: KeyProvider, cache: DataKeyCache | None = None) -> None:
         self._provider = provider
@@ -136,7 +139,7 @@ class PatientKeys:
     def create(self, session: Session, patient_id: str) -> bytes:
         """Add a new wrapped data key for a patient to the session and return the key."""
         key = new_data_key()
-        wrapped = self._provider.wrap(key, context=_wrap_context(patient_id))
+        wrapped = self._provider.wrap(key, context=patient_key_context(patient_id))
         session.add(
             PatientKey(
                 patient_id=patient_id,
@@ -156,23 +159,10 @@ class PatientKeys:
         if row is None:
             raise KeyUnavailableError(f"patient {patient_id} has no data key")
         key = self._provider.unwrap(
-            WrappedKey(row.kek_id, row.wrapped), context=_wrap_context(patient_id)
+            WrappedKey(row.kek_id, row.wrapped), context=patient_key_context(patient_id)
         )
         self._cache.put(patient_id, key)
         return key
-
-    def rewrap(self, session: Session, patient_id: str) -> bool:
-        """Re-wrap under the current KEK (after a KEK rotation); True if it changed."""
-        row = session.get(PatientKey, patient_id)
-        if row is None or row.kek_id == self._provider.current_kek_id:
-            return False
-        key = self._provider.unwrap(
-            WrappedKey(row.kek_id, row.wrapped), context=_wrap_context(patient_id)
-        )
-        wrapped = self._provider.wrap(key, context=_wrap_context(patient_id))
-        row.kek_id, row.wrapped = wrapped.kek_id, wrapped.blob
-        session.add(row)
-        return True
 
     def destroy(self, session: Session, patient_id: str) -> None:
         """Crypto-shred: delete the wrapped key; every ciphertext of the patient is now noise."""

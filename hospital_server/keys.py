@@ -18,6 +18,7 @@ key is gone).
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import secrets
@@ -88,21 +89,34 @@ class LocalKeyFileProvider:
     """KEKs and the blind-index key in one JSON file, mode 0600, owned by the server user.
 
     File shape: ``{"version": 1, "current": KEK_ID, "keks": {KEK_ID: hex}, "blind_index": hex}``.
+
+    A provider loaded from a file follows it: before wrapping, and when asked to unwrap with
+    a KEK it does not hold, it checks whether the file changed (one ``stat``) and reloads it.
+    So after ``phd server kek rotate`` every running server wraps new keys under the new KEK
+    and opens what ``kek rewrap`` re-wrapped, without a restart. The blind-index key never
+    changes: a file with another one is refused (every MRN lookup would silently miss).
     """
 
-    def __init__(self, keks: dict[str, bytes], current: str, blind_index_key: bytes) -> None:
-        if current not in keks:
-            raise KeyFileError("current KEK id is not among the KEKs")
-        if any(len(k) != AEAD_KEY_SIZE for k in keks.values()):
-            raise KeyFileError("every KEK must be 32 bytes")
-        if len(blind_index_key) < 32:
-            raise KeyFileError("the blind-index key must be at least 32 bytes")
-        self._keks = dict(keks)
-        self._current = current
+    def __init__(
+        self,
+        keks: dict[str, bytes],
+        current: str,
+        blind_index_key: bytes,
+        *,
+        path: Path | None = None,
+        stamp: tuple[int, int, int] | None = None,
+    ) -> None:
+        _check_keys(keks, current, blind_index_key)
+        # One tuple, replaced whole on reload: a reader sees the old or the new, never a mix.
+        self._keys: tuple[dict[str, bytes], str] = (dict(keks), current)
         self._bidx = blind_index_key
+        self._path = path
+        self._stamp = stamp
+        self._reload_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"LocalKeyFileProvider(current={self._current!r}, keks={sorted(self._keks)})"
+        keks, current = self._keys
+        return f"LocalKeyFileProvider(current={current!r}, keks={sorted(keks)})"
 
     @classmethod
     def create(cls, path: Path) -> LocalKeyFileProvider:
@@ -111,40 +125,45 @@ class LocalKeyFileProvider:
         provider = cls({kek_id: secrets.token_bytes(32)}, kek_id, secrets.token_bytes(32))
         path.parent.mkdir(parents=True, exist_ok=True)
         provider._write(path, exclusive=True)
-        return provider
+        return cls.load(path)
 
     @classmethod
     def load(cls, path: Path) -> LocalKeyFileProvider:
-        try:
-            st = path.stat()
-        except FileNotFoundError as exc:
-            raise KeyFileError(
-                f"key file {path} does not exist (create it with `phd server init-keys`)"
-            ) from exc
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            raise KeyFileError(f"key file {path} is readable by group or others: chmod 600 it")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("version") != _FILE_VERSION:
-                raise KeyFileError(f"key file {path}: unsupported version")
-            keks = {str(k): bytes.fromhex(v) for k, v in doc["keks"].items()}
-            return cls(keks, str(doc["current"]), bytes.fromhex(doc["blind_index"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise KeyFileError(f"key file {path} is malformed") from exc
+        keks, current, bidx, stamp = _read_key_file(path)
+        return cls(keks, current, bidx, path=path, stamp=stamp)
+
+    @property
+    def kek_ids(self) -> tuple[str, ...]:
+        """Every KEK id this provider holds (the current one among them)."""
+        self._follow_file()
+        return tuple(sorted(self._keys[0]))
 
     def rotate(self, path: Path) -> str:
         """Add a new current KEK (old ones stay to unwrap until re-wrapped); rewrite the file."""
         kek_id = secrets.token_hex(8)
-        self._keks[kek_id] = secrets.token_bytes(32)
-        self._current = kek_id
+        keks = dict(self._keys[0])
+        keks[kek_id] = secrets.token_bytes(32)
+        self._keys = (keks, kek_id)
         self._write(path, exclusive=False)
         return kek_id
 
+    def retire(self, path: Path, kek_id: str) -> None:
+        """Remove a KEK that is not current from the file. The caller first makes sure nothing
+        is wrapped by it any more (``phd server kek retire`` does): what still is, is lost."""
+        keks, current = self._keys
+        if kek_id == current:
+            raise KeyManagementError("the current KEK cannot be retired: rotate first")
+        if kek_id not in keks:
+            raise KeyManagementError(f"KEK {kek_id} is not in this key file")
+        self._keys = ({k: v for k, v in keks.items() if k != kek_id}, current)
+        self._write(path, exclusive=False)
+
     def _write(self, path: Path, *, exclusive: bool) -> None:
+        keks, current = self._keys
         doc = {
             "version": _FILE_VERSION,
-            "current": self._current,
-            "keks": {k: v.hex() for k, v in self._keks.items()},
+            "current": current,
+            "keks": {k: v.hex() for k, v in keks.items()},
             "blind_index": self._bidx.hex(),
         }
         data = (json.dumps(doc, indent=2) + "\n").encode()
@@ -163,14 +182,19 @@ class LocalKeyFileProvider:
 
     @property
     def current_kek_id(self) -> str:
-        return self._current
+        self._follow_file()
+        return self._keys[1]
 
     def wrap(self, data_key: bytes, *, context: bytes) -> WrappedKey:
-        blob = aead_encrypt(self._keks[self._current], data_key, aad=_WRAP_LABEL + context)
-        return WrappedKey(self._current, blob)
+        self._follow_file()
+        keks, current = self._keys
+        return WrappedKey(current, aead_encrypt(keks[current], data_key, aad=_WRAP_LABEL + context))
 
     def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
-        kek = self._keks.get(wrapped.kek_id)
+        kek = self._keys[0].get(wrapped.kek_id)
+        if kek is None:
+            self._follow_file()  # re-wrapped under a KEK added to the file since we loaded it?
+            kek = self._keys[0].get(wrapped.kek_id)
         if kek is None:
             raise KeyUnavailableError(f"KEK {wrapped.kek_id} is not in this key file")
         try:
@@ -180,6 +204,57 @@ class LocalKeyFileProvider:
 
     def blind_index_key(self) -> bytes:
         return self._bidx
+
+    def _follow_file(self) -> None:
+        """Reload the key file if it changed since it was read (no-op when built in memory)."""
+        if self._path is None:
+            return
+        with self._reload_lock:
+            try:
+                stamp = _stamp(self._path.stat())
+            except OSError as exc:
+                raise KeyFileError(f"key file {self._path} is no longer readable") from exc
+            if stamp == self._stamp:
+                return
+            keks, current, bidx, stamp = _read_key_file(self._path)
+            if not hmac.compare_digest(bidx, self._bidx):
+                raise KeyFileError(f"key file {self._path}: the blind-index key changed")
+            self._keys, self._stamp = (keks, current), stamp
+
+
+def _check_keys(keks: dict[str, bytes], current: str, blind_index_key: bytes) -> None:
+    if current not in keks:
+        raise KeyFileError("current KEK id is not among the KEKs")
+    if any(len(k) != AEAD_KEY_SIZE for k in keks.values()):
+        raise KeyFileError("every KEK must be 32 bytes")
+    if len(blind_index_key) < 32:
+        raise KeyFileError("the blind-index key must be at least 32 bytes")
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    # The file is replaced by rename on every write: a new inode, whatever the clock does.
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _read_key_file(path: Path) -> tuple[dict[str, bytes], str, bytes, tuple[int, int, int]]:
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise KeyFileError(
+            f"key file {path} does not exist (create it with `phd server init-keys`)"
+        ) from exc
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise KeyFileError(f"key file {path} is readable by group or others: chmod 600 it")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("version") != _FILE_VERSION:
+            raise KeyFileError(f"key file {path}: unsupported version")
+        keks = {str(k): bytes.fromhex(v) for k, v in doc["keks"].items()}
+        current, bidx = str(doc["current"]), bytes.fromhex(doc["blind_index"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KeyFileError(f"key file {path} is malformed") from exc
+    _check_keys(keks, current, bidx)
+    return keks, current, bidx, _stamp(st)
 
 
 def derive_subkey(provider: KeyProvider, label: str) -> bytes:

@@ -38,6 +38,7 @@ __all__ = [
     "dummy_password_check",
     "list_users",
     "provision_totp",
+    "totp_context",
     "totp_secret",
 ]
 
@@ -48,6 +49,11 @@ MAX_PASSWORD_LENGTH = 1024
 # Login names are identifiers (they may appear beside ids in operator output), not free text.
 USERNAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TOTP_CONTEXT = b"totp\x00"
+
+
+def totp_context(user_id: str) -> bytes:
+    """Associated data of a wrapped TOTP secret: it opens for that staff user only."""
+    return _TOTP_CONTEXT + user_id.encode()
 
 
 class StaffError(ValueError):
@@ -131,7 +137,7 @@ def provision_totp(
     elif len(secret) < totp.SECRET_BYTES:
         raise StaffError("weak_totp_secret", "a TOTP secret needs at least 160 bits")
     reissue = user.totp_wrapped is not None
-    wrapped = keys.wrap(secret, context=_TOTP_CONTEXT + user.id.encode())
+    wrapped = keys.wrap(secret, context=totp_context(user.id))
     user.totp_wrapped = wrapped.blob
     user.totp_kek_id = wrapped.kek_id
     user.totp_last_step = None
@@ -160,7 +166,7 @@ def totp_secret(keys: KeyProvider, user: StaffUser) -> bytes | None:
         return None
     return keys.unwrap(
         WrappedKey(user.totp_kek_id, user.totp_wrapped),
-        context=_TOTP_CONTEXT + user.id.encode(),
+        context=totp_context(user.id),
     )
 
 

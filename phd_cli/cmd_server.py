@@ -1,5 +1,5 @@
 """``phd server``: operate the hospital server (init-keys, migrate, create-admin,
-rotate-token-key, run, ingest).
+rotate-token-key, kek, run, ingest).
 
 Settings come from ``PHD_SERVER_*`` environment variables (hospital_server.settings); the
 ``--dev`` flag selects the dev profile with embedded defaults (SQLite and a key file under
@@ -17,6 +17,8 @@ import os
 import signal
 import threading
 from typing import Any
+
+from phd_cli import cmd_kek
 
 
 def add_parser(sub: Any) -> None:
@@ -67,6 +69,8 @@ def add_parser(sub: Any) -> None:
         help="plain HTTP (only behind a TLS-terminating proxy on the same host)",
     )
 
+    cmd_kek.add_parser(cmds)
+
     ingest = cmds.add_parser("ingest", help="run ingest workers only (foreground)")
     ingest.add_argument(
         "--worker",
@@ -91,6 +95,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "migrate": _migrate,
         "create-admin": _create_admin,
         "rotate-token-key": _rotate_token_key,
+        "kek": lambda args: cmd_kek.run(_settings(args), args),
         "run": _run,
         "ingest": _ingest,
     }

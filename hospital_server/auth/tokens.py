@@ -52,6 +52,7 @@ __all__ = [
     "jwks",
     "published_keys",
     "rotate_signing_key",
+    "signing_key_context",
     "verify_access_token",
 ]
 
@@ -61,6 +62,13 @@ TOKEN_TYPE = "at+jwt"  # noqa: S105
 _REQUIRED = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti")
 _KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONTEXT = b"token-signing-key\x00"
+
+
+def signing_key_context(kid: str) -> bytes:
+    """Associated data of a wrapped signing key: it opens under its own kid only."""
+    return _CONTEXT + kid.encode()
+
+
 # PyJWT's ES256 adapter loads a PEM and refuses any curve other than P-256.
 _ES256 = ECAlgorithm(ECAlgorithm.SHA256)
 
@@ -137,7 +145,7 @@ def _create_signing_key(session: Session, keys: KeyProvider, *, now: datetime) -
     private = crypto.generate_signing_key(crypto.COSE_ES256)
     public_pem = crypto.public_key_pem(private.public_key())
     kid = _thumbprint(public_pem)
-    wrapped = keys.wrap(crypto.private_key_pem(private), context=_CONTEXT + kid.encode())
+    wrapped = keys.wrap(crypto.private_key_pem(private), context=signing_key_context(kid))
     row = TokenSigningKey(
         kid=kid,
         public_pem=public_pem,
@@ -237,7 +245,7 @@ def issue_access_token(
     """Sign an access token for this user and role with the current key."""
     row = current_signing_key(session, keys, now=now)
     pem = keys.unwrap(
-        WrappedKey(row.kek_id, row.private_wrapped), context=_CONTEXT + row.kid.encode()
+        WrappedKey(row.kek_id, row.private_wrapped), context=signing_key_context(row.kid)
     )
     jti = secrets.token_urlsafe(16)
     issued = int(now.timestamp())

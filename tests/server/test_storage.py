@@ -190,29 +190,6 @@ def test_crypto_shredding_makes_records_unreadable(
         read_patient(s, PatientKeys(provider), alice)
 
 
-def test_kek_rotation_rewraps_and_old_records_still_open(
-    sessions: SessionFactory, key_file: Path
-) -> None:
-    provider = LocalKeyFileProvider.load(key_file)
-    keys = PatientKeys(provider)
-    with sessions() as s:
-        alice = create_patient(s, keys, ALICE, actor="admin").id
-        s.commit()
-    old = provider.current_kek_id
-    new = provider.rotate(key_file)
-    assert new != old
-    reloaded = LocalKeyFileProvider.load(key_file)
-    keys2 = PatientKeys(reloaded)
-    with sessions() as s:
-        assert keys2.rewrap(s, alice) is True
-        s.commit()
-    with sessions() as s:
-        row = s.get(PatientKey, alice)
-        assert row is not None
-        assert row.kek_id == new
-        assert read_patient(s, PatientKeys(reloaded), alice).name == "Alice Example"
-
-
 def test_consent_history_newest_row_wins(
     sessions: SessionFactory, patient_keys: PatientKeys
 ) -> None:
