@@ -3,8 +3,9 @@
 When ``oidc_issuer``, ``oidc_jwks_url`` and ``oidc_audience`` are set, a bearer token whose
 (unverified) ``iss`` is that issuer is checked here instead of by the built-in issuer:
 
-- the key comes from the issuer's JWK Set (PyJWKClient, cached; refetched for an unknown kid),
-  selected by the token's kid;
+- the key comes from the issuer's JWK Set (PyJWKClient, cached 5 minutes), selected by the
+  token's kid; an unknown kid refetches the set at most once a minute, however many tokens
+  name one (a flood of forged kids is not relayed to the identity provider);
 - the algorithm is pinned to ``oidc_algorithms`` (ES256 unless configured), issuer and
   audience are pinned, ``exp iat iss aud sub`` are required, times are checked against an
   injectable clock with the built-in issuer's leeway;
@@ -43,6 +44,7 @@ __all__ = ["OidcVerifier"]
 _REQUIRED = ("exp", "iat", "iss", "aud", "sub")
 _JWKS_CACHE_SECONDS = 300
 _JWKS_TIMEOUT_SECONDS = 5
+_UNKNOWN_KID_REFETCH_SECONDS = 60
 _SAFE_JTI = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -73,6 +75,7 @@ class OidcVerifier:
                 cache_keys=True,
                 lifespan=_JWKS_CACHE_SECONDS,
                 timeout=_JWKS_TIMEOUT_SECONDS,
+                cooldown_duration=_UNKNOWN_KID_REFETCH_SECONDS,
             ),
         )
 

@@ -217,6 +217,25 @@ async def test_forged_external_tokens_are_refused(
     assert reasons == ["bad_signature", "unknown_kid", "bad_algorithm", "bad_algorithm"]
 
 
+async def test_a_flood_of_unknown_kids_is_not_relayed_to_the_identity_provider(
+    client: httpx.AsyncClient, context: ServerContext, idp: IdentityProvider
+) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    for n in range(20):
+        token = idp.token(key=other, kid=f"forged-{n}")
+        r = await client.get(USERS, headers={"Authorization": f"Bearer {token}"})
+        assert (r.status_code, r.json()) == (401, {"detail": "invalid_token"})
+    # One fetch for the first token; an unknown kid refetches only a minute after the last
+    # fetch, so none of the 20 reached the identity provider again.
+    assert idp.fetches == 1
+    reasons = [f[1] for f in await asyncio.to_thread(_failures, context)]
+    assert reasons == ["unknown_kid"] * 20
+    # A real token still passes from the cached set.
+    r = await client.get(USERS, headers={"Authorization": f"Bearer {idp.token()}"})
+    assert r.status_code == 200
+    assert idp.fetches == 1
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
