@@ -26,6 +26,7 @@ from hospital_server.api.routes import (
     users,
 )
 from hospital_server.auth.oidc import OidcVerifier
+from hospital_server.auth.refusals import RefusalAudit
 from hospital_server.context import ServerContext
 from hospital_server.enrollment import EnrollmentService
 from hospital_server.settings import Settings
@@ -37,9 +38,12 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
     owned = context is None
     ctx = context if context is not None else ServerContext.build(settings)
 
+    refusals = RefusalAudit(ctx.sessions, ctx.metrics)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        refusals.flush()
         if owned:
             ctx.close()
 
@@ -52,6 +56,7 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
     app.state.ctx = ctx
     app.state.enrollment = EnrollmentService(layout=ctx.pki, keys=ctx.keys, pepper=ctx.code_pepper)
     app.state.oidc = OidcVerifier.from_settings(settings)
+    app.state.refusals = refusals
     for module in (health, auth, users, patients, devices, gateways, enroll, clinical, fhir):
         app.include_router(module.router)
     app.include_router(auth.wellknown)

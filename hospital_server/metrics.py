@@ -47,6 +47,12 @@ class ServerMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.auth_refused = Counter(
+            "phd_auth_refused",
+            "Bearer tokens refused, by reason (each one; the audit log folds anonymous floods)",
+            ["reason"],
+            registry=self.registry,
+        )
         # Present every label from the start so dashboards and alerts see zeros, not gaps.
         for outcome in ("stored", "duplicate", "rejected", "retry_later"):
             self.envelopes.labels(outcome=outcome)

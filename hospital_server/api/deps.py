@@ -7,8 +7,9 @@ on every request; :func:`require_roles` narrows to roles and audits ``authz.deni
 
 Answers: no bearer token -> 401 ``not_authenticated``; a token that fails any check -> 401
 ``invalid_token`` (RFC 6750 section 3.1; the reason goes to the audit log as ``auth.failed``,
-except plain expiry, which is routine); external issuer unreachable -> 503
-``issuer_unavailable``; wrong role -> 403 ``role_not_allowed``. Nothing here logs a token.
+except plain expiry, which is routine; anonymous floods are folded, see
+hospital_server.auth.refusals); external issuer unreachable -> 503 ``issuer_unavailable``;
+wrong role -> 403 ``role_not_allowed``. Nothing here logs a token.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hospital_server import audit
 from hospital_server.auth.errors import IssuerUnavailableError, TokenRejectedError
 from hospital_server.auth.oidc import OidcVerifier
 from hospital_server.auth.principal import Principal
+from hospital_server.auth.refusals import RefusalAudit
 from hospital_server.auth.tokens import TokenPolicy, verify_access_token
 from hospital_server.context import ServerContext
 from hospital_server.db import READ_ONLY
@@ -97,15 +99,8 @@ def current_principal(
         return _verify(request, ctx, token)
     except TokenRejectedError as exc:
         if exc.reason != "expired":
-            with ctx.sessions() as session:
-                audit.record(
-                    session,
-                    "auth.failed",
-                    actor=exc.actor or "unknown",
-                    reason=exc.reason,
-                    via="bearer",
-                )
-                session.commit()
+            refusals: RefusalAudit = request.app.state.refusals
+            refusals.refused(exc.reason, actor=exc.actor, via="bearer")
         raise _unauthorized(
             "invalid_token", 'Bearer realm="phd-hospital", error="invalid_token"'
         ) from exc

@@ -89,7 +89,7 @@ async def test_staff_endpoints_need_an_admin_bearer_token(
     assert clinician.json() == {"detail": "role_not_allowed"}
     failed = await asyncio.to_thread(_audit, context, "auth.failed")
     assert [(e.actor, json.loads(e.detail)) for e in failed] == [
-        ("unknown", {"reason": "malformed", "via": "bearer"})
+        ("unknown", {"reason": "malformed", "via": "bearer", "folded": 0, "summary": False})
     ]
     denied = await asyncio.to_thread(_audit, context, "authz.denied")
     assert [json.loads(e.detail) for e in denied] == [{"role": "clinician", "required": "admin"}]
