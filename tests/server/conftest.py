@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from hospital_server.app import create_app
 from hospital_server.auth.tokens import TokenPolicy, issue_access_token
@@ -32,6 +34,7 @@ from hospital_server.models import AuditEvent, StaffUser, utcnow
 from hospital_server.pki.layout import PkiLayout
 from hospital_server.settings import Settings
 from hospital_server.staff import create_staff_user, provision_totp
+from phd_cli.main import main
 from tests.pg_fixtures import PostgresServer, fresh_database, postgresql_server
 from tests.pki_fixtures import make_pki
 from tests.server.ingest_world import World, build_world
@@ -83,6 +86,35 @@ def engine(db_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> SessionFactory:
     return make_session_factory(engine)
+
+
+@pytest.fixture
+def dev_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tmp_path`` as the working directory of ``phd server --dev`` commands (which keep their
+    key file and database under ``var/dev``), with no PHD_SERVER_* settings inherited."""
+    monkeypatch.chdir(tmp_path)
+    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
+        monkeypatch.delenv(name)
+    return tmp_path
+
+
+@pytest.fixture
+def dev_server(dev_dir: Path) -> Path:
+    """:func:`dev_dir` with its key file created and its database migrated, by the CLI."""
+    assert main(["server", "--dev", "init-keys"]) == 0
+    assert main(["server", "--dev", "migrate"]) == 0
+    return dev_dir
+
+
+@contextmanager
+def dev_session(root: Path) -> Iterator[Session]:
+    """A session on the dev profile's SQLite database under ``root``."""
+    engine = make_engine(f"sqlite:///{root / 'var/dev/server.db'}")
+    try:
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 from pathlib import Path
@@ -11,20 +10,18 @@ import pytest
 from sqlmodel import select
 
 from hospital_server.auth import totp
-from hospital_server.db import make_engine, make_session_factory
 from hospital_server.keys import LocalKeyFileProvider
 from hospital_server.models import AuditEvent, StaffUser, TokenSigningKey
 from hospital_server.security import verify_password
 from hospital_server.staff import create_staff_user, totp_secret
 from phd_cli.main import main
+from tests.server.conftest import dev_session
 
 
 def test_init_keys_migrate_create_admin(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    dev_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
-        monkeypatch.delenv(name)
+    tmp_path = dev_dir
     assert main(["server", "--dev", "init-keys"]) == 0
     key_file = tmp_path / "var/dev/server-keys.json"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -60,14 +57,10 @@ def test_init_keys_migrate_create_admin(
     assert main(argv) == 0
     assert "secret" not in capsys.readouterr().out  # nothing re-shown
 
-    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
-    try:
-        with make_session_factory(engine)() as s:
-            admin = s.exec(select(StaffUser)).one()  # still exactly one account
-            create_staff_user(s, "nurse-1", "a long nurse password", role="nurse", actor="t")
-            s.commit()
-    finally:
-        engine.dispose()
+    with dev_session(tmp_path) as s:
+        admin = s.exec(select(StaffUser)).one()  # still exactly one account
+        create_staff_user(s, "nurse-1", "a long nurse password", role="nurse", actor="t")
+        s.commit()
     # --if-missing does not paper over a name taken by a non-admin account.
     monkeypatch.setenv("ADMIN_PW", "a long enough password")
     nurse = ["server", "--dev", "create-admin", "--if-missing", "--username", "nurse-1"]
@@ -75,12 +68,8 @@ def test_init_keys_migrate_create_admin(
     # And a missing admin is still created by --if-missing.
     other = ["server", "--dev", "create-admin", "--if-missing", "--username", "root-2"]
     assert main([*other, "--password-env", "ADMIN_PW"]) == 0
-    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
-    try:
-        with make_session_factory(engine)() as s:
-            names = sorted(u.username for u in s.exec(select(StaffUser)))
-    finally:
-        engine.dispose()
+    with dev_session(tmp_path) as s:
+        names = sorted(u.username for u in s.exec(select(StaffUser)))
     assert names == ["admin", "nurse-1", "root-2"]
     assert admin.role == "admin"
     assert admin.password_hash.startswith("scrypt$")
@@ -94,13 +83,9 @@ def test_init_keys_migrate_create_admin(
 
 
 def test_create_admin_with_an_operator_chosen_totp_secret(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    dev_server: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
-        monkeypatch.delenv(name)
-    assert main(["server", "--dev", "init-keys"]) == 0
-    assert main(["server", "--dev", "migrate"]) == 0
+    tmp_path = dev_server
     monkeypatch.setenv("ADMIN_PW", "a long enough password")
     argv = ["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]
     monkeypatch.setenv("ADMIN_TOTP", "GEZDGNBV")  # 40 bits: refused
@@ -110,31 +95,19 @@ def test_create_admin_with_an_operator_chosen_totp_secret(
     capsys.readouterr()
     assert main([*argv, "--totp-secret-env", "ADMIN_TOTP"]) == 0
     assert chosen not in capsys.readouterr().out
-    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
-    try:
-        with make_session_factory(engine)() as s:
-            admin = s.exec(select(StaffUser)).one()
-    finally:
-        engine.dispose()
+    with dev_session(tmp_path) as s:
+        admin = s.exec(select(StaffUser)).one()
     provider = LocalKeyFileProvider.load(tmp_path / "var/dev/server-keys.json")
     assert totp_secret(provider, admin) == totp.parse_base32(chosen)
 
 
-def test_rotate_token_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
-        monkeypatch.delenv(name)
-    assert main(["server", "--dev", "init-keys"]) == 0
-    assert main(["server", "--dev", "migrate"]) == 0
+def test_rotate_token_key(dev_server: Path) -> None:
+    tmp_path = dev_server
     assert main(["server", "--dev", "rotate-token-key"]) == 0
     assert main(["server", "--dev", "rotate-token-key"]) == 0
-    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
-    try:
-        with make_session_factory(engine)() as s:
-            keys = s.exec(select(TokenSigningKey)).all()
-            events = s.exec(select(AuditEvent).where(AuditEvent.event_type == "key.rotated")).all()
-    finally:
-        engine.dispose()
+    with dev_session(tmp_path) as s:
+        keys = s.exec(select(TokenSigningKey)).all()
+        events = s.exec(select(AuditEvent).where(AuditEvent.event_type == "key.rotated")).all()
     assert len(keys) == 2
     assert sorted(k.retired_at is None for k in keys) == [False, True]
     active = next(k for k in keys if k.retired_at is None)

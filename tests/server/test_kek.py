@@ -7,7 +7,6 @@ the re-wrap, a retire while something is still wrapped, a key file swapped for a
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from hospital_server.patients import create_patient, read_patient
 from hospital_server.staff import create_staff_user, provision_totp, totp_secret
 from phd_cli.main import main
 from tests.pg_fixtures import PostgresServer, fresh_database
+from tests.server.conftest import dev_session
 
 
 def _populate(sessions: SessionFactory, provider: LocalKeyFileProvider) -> dict[str, Any]:
@@ -203,13 +203,9 @@ def test_key_file_made_readable_by_others_is_refused_on_reload(key_file: Path) -
 
 
 def test_kek_commands(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    dev_server: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [k for k in os.environ if k.startswith("PHD_SERVER_")]:
-        monkeypatch.delenv(name)
-    assert main(["server", "--dev", "init-keys"]) == 0
-    assert main(["server", "--dev", "migrate"]) == 0
+    tmp_path = dev_server
     monkeypatch.setenv("ADMIN_PW", "a long enough password")
     assert main(["server", "--dev", "create-admin", "--password-env", "ADMIN_PW"]) == 0
     key_file = tmp_path / "var/dev/server-keys.json"
@@ -234,19 +230,15 @@ def test_kek_commands(
     with pytest.raises(SystemExit):
         main(["server", "--dev", "kek", "rewrap", "--batch", "0"])
     # A row under a KEK the key file no longer has: status says so and fails.
-    engine = make_engine(f"sqlite:///{tmp_path / 'var/dev/server.db'}")
-    try:
-        with make_session_factory(engine)() as s:
-            user = s.exec(select(StaffUser)).one()
-            user.totp_kek_id = "0123456789abcdef"
-            s.add(user)
-            s.commit()
-            steps = [
-                json.loads(e.detail)["step"]
-                for e in s.exec(select(AuditEvent).where(AuditEvent.event_type == "key.rotated"))
-            ]
-    finally:
-        engine.dispose()
+    with dev_session(tmp_path) as s:
+        user = s.exec(select(StaffUser)).one()
+        user.totp_kek_id = "0123456789abcdef"
+        s.add(user)
+        s.commit()
+        steps = [
+            json.loads(e.detail)["step"]
+            for e in s.exec(select(AuditEvent).where(AuditEvent.event_type == "key.rotated"))
+        ]
     assert steps == ["rotate", "rewrap", "retire"]
     capsys.readouterr()
     assert main(["server", "--dev", "kek", "status"]) == 1
