@@ -268,6 +268,14 @@ def _check_phd(value: object) -> None:
             raise ValueError("phd info maps text keys to short scalar values")
 
 
+def _phd_ok(value: object) -> bool:
+    try:
+        _check_phd(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _decode_section(section: bytes) -> list[cbor.CborValue]:
     try:
         value = cbor.decode(
@@ -360,15 +368,11 @@ def _read_layout(data: bytes) -> tuple[dict[cbor.CborKey, cbor.CborValue], bool]
             phd, pos = cbor.decode_item(data, phd_at, max_depth=1, tags=frozenset())
         except cbor.CborError:
             return None
-        phd_checked = False
-        if pos == raw_key_at and isinstance(phd, dict) and len(_PHD_CACHE) < _PHD_CACHE_LIMIT:
-            try:
-                _check_phd(phd)
-            except ValueError:
-                pass  # not cached: Payload refuses it (malformed) on every arrival
-            else:
-                _PHD_CACHE[candidate] = dict(phd)
-                phd_checked = True
+        # Only a map within the rules is memoised; one outside them is refused (malformed) by
+        # Payload on every arrival.
+        phd_checked = _phd_ok(phd)
+        if phd_checked and pos == raw_key_at and len(_PHD_CACHE) < _PHD_CACHE_LIMIT:
+            _PHD_CACHE[candidate] = dict(phd)  # type: ignore[arg-type] # _phd_ok: a Mapping
     if not data.startswith(_KEY_RAW, pos):
         return None
     raw_at = cbor.byte_string_at(data, pos + len(_KEY_RAW))
