@@ -113,7 +113,10 @@ def test_envelope_is_stored_encrypted_and_readable_with_the_patient_key(world: W
         cred = s.exec(select(Credential).where(Credential.device_id == device.device_id)).one()
     cert_key = certificate_public_key(load_certificate(certificate_der_to_pem(cred.cert_der)))
     record.verify(cert_key)
-    forged = dataclasses.replace(record.message, payload=record.message.payload[:-1] + b"\x00")
+    last = record.message.payload[-1] ^ 1  # flipped: a fixed byte may equal the original
+    forged = dataclasses.replace(
+        record.message, payload=record.message.payload[:-1] + bytes([last])
+    )
     with pytest.raises(crypto.CryptoError):
         dataclasses.replace(record, message=forged).verify(cert_key)
     # A record ciphertext moved to another row (here: an observation's id) does not decrypt.
