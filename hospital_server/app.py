@@ -9,6 +9,7 @@ token of that issuer arrives), and mounts the routers. The OpenAPI document is a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,7 @@ from hospital_server.api.routes import (
     patients,
     users,
 )
+from hospital_server.auditlog import checkpoint_loop, checkpoint_now
 from hospital_server.auth.oidc import OidcVerifier
 from hospital_server.auth.refusals import RefusalAudit
 from hospital_server.context import ServerContext
@@ -42,8 +44,19 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        every = settings.audit_checkpoint_seconds
+        loop = (
+            asyncio.create_task(checkpoint_loop(ctx.sessions, ctx.key_provider, every))
+            if every
+            else None
+        )
         yield
+        if loop is not None:
+            loop.cancel()
         refusals.flush()
+        if every:
+            # Anchor what this server wrote last (the refusals just flushed included).
+            await asyncio.to_thread(checkpoint_now, ctx.sessions, ctx.key_provider)
         if owned:
             ctx.close()
 

@@ -1,6 +1,6 @@
 """The KEK life cycle over the database: what each KEK still wraps, and re-wrapping it all.
 
-Three kinds of secret are stored wrapped by a key-encryption key (:mod:`hospital_server.keys`),
+Four kinds of secret are stored wrapped by a key-encryption key (:mod:`hospital_server.keys`),
 each bound by associated data to its owner, so a wrap copied onto another row does not open:
 
     kind              table.column                         bound to
@@ -8,6 +8,7 @@ each bound by associated data to its owner, so a wrap copied onto another row do
     patient keys      patient_key.wrapped                  the patient id
     TOTP secrets      staff_user.totp_wrapped              the staff user id
     token keys        token_signing_key.private_wrapped    the key's kid
+    audit keys        audit_signing_key.private_wrapped    the key's kid
 
 Retiring a KEK takes three steps (``phd server kek rotate``, ``rewrap``, ``retire``; see
 docs/OPERATIONS.md): a new current KEK is added to the key file, :func:`rewrap` re-wraps every
@@ -24,17 +25,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Column, Table, func, update
+from sqlalchemy import Column, func, update
 from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 
+from hospital_server.auditlog import signing_key_context as audit_key_context
 from hospital_server.auth.tokens import signing_key_context
 from hospital_server.db import SessionFactory
 from hospital_server.fieldcrypt import patient_key_context
 from hospital_server.keys import KeyProvider, KeyUnavailableError, WrappedKey
-from hospital_server.models import PatientKey, StaffUser, TokenSigningKey
+from hospital_server.models import (
+    AuditSigningKey,
+    PatientKey,
+    StaffUser,
+    TokenSigningKey,
+    table_of,
+)
 from hospital_server.staff import totp_context
 
 __all__ = ["KINDS", "RewrapReport", "WrappedKind", "rewrap", "usage"]
@@ -52,7 +60,7 @@ class WrappedKind:
     context: Callable[[str], bytes]
 
     def columns(self) -> tuple[Column[Any], Column[Any], Column[Any]]:
-        table = cast("Table", self.model.__table__)  # type: ignore[attr-defined] # table=True
+        table = table_of(self.model)
         return table.c[self.id_column], table.c[self.kek_column], table.c[self.blob_column]
 
 
@@ -61,6 +69,9 @@ KINDS = (
     WrappedKind("TOTP secrets", StaffUser, "id", "totp_kek_id", "totp_wrapped", totp_context),
     WrappedKind(
         "token keys", TokenSigningKey, "kid", "kek_id", "private_wrapped", signing_key_context
+    ),
+    WrappedKind(
+        "audit keys", AuditSigningKey, "kid", "kek_id", "private_wrapped", audit_key_context
     ),
 )
 

@@ -19,7 +19,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -27,6 +27,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     LargeBinary,
+    Table,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -472,13 +473,61 @@ class BreakGlass(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only audit entries: ids and codes only, never values or names."""
+    """Append-only audit entries: ids and codes only, never values or names.
+
+    Hash-chained (:mod:`hospital_server.audit`): ``seq`` is the entry's place in the chain
+    (1, 2, ... in commit order, unlike ``id``), ``chain_hash`` covers the previous entry's hash
+    and every field of this one."""
 
     __tablename__ = "audit_event"
 
     id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
     at: datetime = _ts(index=True)
     event_type: str = Field(max_length=32, index=True)
     actor: str = Field(max_length=64)
     subject: str | None = Field(default=None, max_length=64)
     detail: str = Field(default="{}", max_length=2000)  # JSON of ids and reason codes
+    chain_hash: str = Field(max_length=64)  # hex SHA-256
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The chain's last entry (one row, id 1): the lock every append takes, in the same
+    transaction as its entries, so entries are chained in commit order."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: int = Field(primary_key=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chain_hash: str = Field(max_length=64)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed statement that the chain had ``chain_hash`` at ``seq``: an edit of any entry
+    up to ``seq`` is detected even by someone who recomputed every hash after it."""
+
+    __tablename__ = "audit_checkpoint"
+
+    seq: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    chain_hash: str = Field(max_length=64)
+    at: datetime = _ts()
+    kid: str = Field(max_length=64)
+    signature: bytes = _blob()
+
+
+class AuditSigningKey(SQLModel, table=True):
+    """The Ed25519 key that signs checkpoints, wrapped by the KEK (bound to its kid)."""
+
+    __tablename__ = "audit_signing_key"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    public_pem: bytes = _blob()
+    private_wrapped: bytes = _blob()
+    kek_id: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's Core table, for Core statements (bulk inserts skip the ORM's per-row
+    bookkeeping; rows written that way are never read back in the same session)."""
+    return cast("Table", model.__table__)  # type: ignore[attr-defined] # set by table=True

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=20)
     login_lockout: timedelta = timedelta(minutes=15)
 
+    # -- audit trail (docs/audit.md): how often the API server signs a checkpoint of the
+    # chain when entries were added (0: never; then run `phd audit checkpoint` from cron).
+    audit_checkpoint_seconds: int = Field(default=60, ge=0, le=86_400)
+
     # -- optional external OpenID Connect issuer (all of issuer, JWKS URL and audience, or
     # none). Its tokens map to an active staff user of the same name (preferred_username).
     oidc_issuer: str | None = Field(default=None, min_length=1, max_length=256)

@@ -70,12 +70,17 @@ def run(settings: Any, args: argparse.Namespace) -> int:
 
 
 def _status(console: Any, ctx: Any, provider: Any) -> int:
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from hospital_server.kek import KINDS, usage
 
     used = usage(ctx.sessions)
-    table = Table("KEK", "in key file", *(kind.name for kind in KINDS), title="key-encryption keys")
+    table = Table(
+        Column("KEK", no_wrap=True),  # an id is copied from here into `retire`: never folded
+        "in key file",
+        *(kind.name for kind in KINDS),
+        title="key-encryption keys",
+    )
     current = provider.current_kek_id
     missing = sorted(set(used) - set(provider.kek_ids))
     for kek_id in sorted(set(provider.kek_ids) | set(used)):

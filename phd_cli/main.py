@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phd_cli.cmd_gateway",
     "phd_cli.cmd_broker",
     "phd_cli.cmd_server",
+    "phd_cli.cmd_audit",
     "phd_cli.cmd_demo",
     "phd_cli.cmd_bench",
 )

@@ -49,13 +49,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam
+from sqlalchemy import Connection, bindparam
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
 from hospital_server import audit, gateways
 from hospital_server.db import READ_ONLY, IntegrityError, is_transient
@@ -65,7 +65,6 @@ from hospital_server.ingest import plausibility
 from hospital_server.ingest.bulk import BulkInserter
 from hospital_server.metrics import ServerMetrics
 from hospital_server.models import (
-    AuditEvent,
     Consent,
     ConsentKind,
     Credential,
@@ -78,6 +77,7 @@ from hospital_server.models import (
     PatientStatus,
     Quarantine,
     new_ids,
+    table_of,
     utcnow,
 )
 from hospital_server.records import seal_envelope_record
@@ -593,8 +593,8 @@ class Ingestor:
         if self._bulk is None or self._bulk[0] != dialect.name:
             self._bulk = (
                 dialect.name,
-                BulkInserter(_table(IngestedEnvelope), dialect),
-                BulkInserter(_table(Observation), dialect),
+                BulkInserter(table_of(IngestedEnvelope), dialect),
+                BulkInserter(table_of(Observation), dialect),
             )
         return self._bulk[1], self._bulk[2]
 
@@ -624,8 +624,8 @@ class Ingestor:
             )
             events.append(_audit_row(rej, gateway_id, now))
         if rows:
-            session.connection().execute(_table(Quarantine).insert(), rows)
-            session.connection().execute(_table(AuditEvent).insert(), events)
+            session.connection().execute(table_of(Quarantine).insert(), rows)
+            audit.append(session, events)
 
     # ------------------------------------------------------------------ results
 
@@ -644,12 +644,6 @@ class Ingestor:
     def _all_retry(self, count: int) -> list[EnvelopeResult]:
         self.metrics.envelopes.labels(outcome="retry_later").inc(count)
         return [EnvelopeResult.retry_later() for _ in range(count)]
-
-
-def _table(model: type[SQLModel]) -> Table:
-    # Core inserts (executemany) skip the ORM's per-row bookkeeping: ingest writes whole
-    # batches of plain rows and never reads them back in this session.
-    return cast("Table", model.__table__)  # type: ignore[attr-defined] # set by table=True
 
 
 def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]:
@@ -705,5 +699,3 @@ _STANDING = (
     .where(col(Credential.kid).in_(bindparam("kids", expanding=True)))
 )
 _AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
-
-_ = audit  # event names come from hospital_server.audit.EVENT_TYPES ("ingest.rejected")

@@ -16,7 +16,6 @@ load through the shared subscription. Logs carry gateway ids, counts and outcome
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -25,12 +24,13 @@ from dataclasses import dataclass
 from sqlalchemy import insert
 from sqlmodel import select
 
+from hospital_server import audit
 from hospital_server.context import ServerContext
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest.mqtt import InboundMessage, IngestMqtt, MqttError
 from hospital_server.ingest.pipeline import IngestPipeline
 from hospital_server.ingest.process import Ingestor
-from hospital_server.models import AuditEvent, Quarantine, utcnow
+from hospital_server.models import Quarantine, utcnow
 from phd_protocol import crypto
 from phd_protocol.errors import RejectReason
 from phd_protocol.wire import EnvelopeResult, UplinkAck, UplinkBatch, WireError
@@ -141,11 +141,6 @@ class IngestWorker:
         self.ctx.metrics.rejected.labels(reason=reason.value).inc()
         digest = crypto.sha256(payload).hex()
         now = utcnow()
-        detail = json.dumps(
-            {"gateway": gateway_id, "reason": reason.value, "scope": "batch"},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
         with self.ctx.sessions() as session:
             known = session.exec(select(Quarantine.id).where(Quarantine.digest == digest)).first()
             if known is None:  # a redelivered malformed batch is kept and audited once
@@ -159,10 +154,13 @@ class IngestWorker:
                         received_at=now,
                     )
                 )
-                session.execute(
-                    insert(AuditEvent).values(
-                        at=now, event_type="ingest.rejected", actor="ingest", detail=detail
-                    )
+                audit.record(
+                    session,
+                    "ingest.rejected",
+                    actor="ingest",
+                    gateway=gateway_id,
+                    reason=reason.value,
+                    scope="batch",
                 )
                 session.commit()
         log.info("malformed batch from gateway %s quarantined (%s)", gateway_id, rule)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from hospital_server.auditlog import checkpoint, verify
 from hospital_server.auth.tokens import current_signing_key, signing_key_context
 from hospital_server.db import SessionFactory, make_engine, make_session_factory
 from hospital_server.fieldcrypt import PatientKeys
@@ -39,9 +40,12 @@ from phd_cli.main import main
 from tests.pg_fixtures import PostgresServer, fresh_database
 from tests.server.conftest import dev_session
 
+_EVERY_KIND = {"patient keys": 2, "TOTP secrets": 1, "token keys": 1, "audit keys": 1}
+
 
 def _populate(sessions: SessionFactory, provider: LocalKeyFileProvider) -> dict[str, Any]:
-    """Two patients, a staff user with TOTP, a token signing key: every wrapped kind."""
+    """Two patients, a staff user with TOTP, a token signing key, an audit checkpoint (and
+    so its signing key): every wrapped kind."""
     keys = PatientKeys(provider)
     with sessions() as s:
         patients = [
@@ -51,6 +55,8 @@ def _populate(sessions: SessionFactory, provider: LocalKeyFileProvider) -> dict[
         user = create_staff_user(s, "kek-admin", "a long enough password", role="admin", actor="t")
         provision_totp(s, provider, user, actor="t", secret=b"\x07" * 20)
         signing = current_signing_key(s, provider, now=utcnow())
+        s.commit()
+        assert checkpoint(s, provider) is not None
         s.commit()
         deks = {pid: keys.get(s, pid) for pid in patients}
         return {"patients": patients, "deks": deks, "user": user.id, "kid": signing.kid}
@@ -79,7 +85,7 @@ def test_rotate_rewrap_retire_keeps_every_secret(
     world = _populate(sessions, provider)
     before = _secrets(sessions, provider, world)
     old = provider.current_kek_id
-    assert usage(sessions) == {old: {"patient keys": 2, "TOTP secrets": 1, "token keys": 1}}
+    assert usage(sessions) == {old: _EVERY_KIND}
 
     running = LocalKeyFileProvider.load(key_file)  # a server started before the rotation
     operator = LocalKeyFileProvider.load(key_file)
@@ -90,9 +96,9 @@ def test_rotate_rewrap_retire_keeps_every_secret(
         operator.retire(key_file, new)  # never the current KEK
 
     report = rewrap(sessions, operator, batch=1)  # one row per transaction: paging exercised
-    assert report.rewrapped == {"patient keys": 2, "TOTP secrets": 1, "token keys": 1}
+    assert report.rewrapped == _EVERY_KIND
     assert report.unreadable == []
-    assert usage(sessions) == {new: {"patient keys": 2, "TOTP secrets": 1, "token keys": 1}}
+    assert usage(sessions) == {new: _EVERY_KIND}
     assert rewrap(sessions, operator).total == 0  # nothing left: running it again is a no-op
 
     # Same secrets, opened by the running server (it never saw the new KEK at start) and by a
@@ -101,6 +107,8 @@ def test_rotate_rewrap_retire_keeps_every_secret(
     operator.retire(key_file, old)
     assert old not in json.loads(key_file.read_text())["keks"]
     assert _secrets(sessions, LocalKeyFileProvider.load(key_file), world) == before
+    # The checkpoint still verifies: its key opens under the new KEK alone.
+    assert verify(sessions, LocalKeyFileProvider.load(key_file)).intact
     with sessions() as s:
         name = read_patient(s, PatientKeys(running), world["patients"][0]).name
     assert name == "Kek 0"

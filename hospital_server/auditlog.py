@@ -1,0 +1,323 @@
+"""Signed checkpoints of the audit chain, and its verification (``phd audit``).
+
+The chain (:mod:`hospital_server.audit`) shows any edited, deleted, inserted or reordered
+entry to anyone who recomputes it, *unless* the editor recomputed every later hash too, which
+anyone with write access to the database can. A checkpoint closes that: it is the chain's
+(seq, hash) at some moment, signed with an Ed25519 key that is stored wrapped by the KEK
+(``audit_signing_key``, bound to its kid), so forging one needs the key file as well as the
+database. :func:`verify` then recomputes every link and checks:
+
+    problem              what it means
+    -------------------  ---------------------------------------------------------------
+    gap                  entries missing (deleted) before the seq given
+    mismatch             the entry at seq differs from what the chain says (edited, moved,
+                         inserted, or an earlier entry was edited and the rest re-hashed)
+    checkpoint_mismatch  the chain at a checkpoint's seq no longer has the signed hash
+    checkpoint_invalid   a checkpoint's signature does not verify, or its key is not one
+                         the KEK vouches for
+    truncated            the chain ends before a checkpoint's seq, or before its head row
+    head_mismatch        the head row does not name the last entry
+
+Entries after the newest checkpoint are covered by the chain alone: someone who can write to
+the database could remove or re-hash that tail unseen. Checkpoints are therefore taken often
+(the server every ``audit_checkpoint_seconds``, and ``phd audit checkpoint`` for cron), and
+each is also logged (seq and hash: no content), so a copy outside the database bounds what a
+database-only attacker can rewrite. Reports carry seqs, hashes, kids and counts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from hospital_server.audit import GENESIS, entry_hash
+from hospital_server.db import SessionFactory
+from hospital_server.keys import KeyProvider, KeyUnavailableError, WrappedKey
+from hospital_server.models import (
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditSigningKey,
+    utcnow,
+)
+from phd_protocol import cbor, crypto
+
+__all__ = [
+    "AuditReport",
+    "Checkpoint",
+    "Problem",
+    "checkpoint",
+    "checkpoint_loop",
+    "checkpoint_message",
+    "checkpoint_now",
+    "signing_key_context",
+    "verify",
+]
+
+log = logging.getLogger(__name__)
+
+_DOMAIN = "phd-audit-checkpoint-v1"
+_CONTEXT = b"audit-signing-key\x00"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PAGE = 2000  # entries per read while verifying
+MAX_PROBLEMS = 50  # a report lists at most this many (the count goes on)
+
+
+def signing_key_context(kid: str) -> bytes:
+    """Associated data of a wrapped checkpoint key: it opens under its own kid only."""
+    return _CONTEXT + kid.encode()
+
+
+def checkpoint_message(seq: int, chain_hash: str, at: datetime, kid: str) -> bytes:
+    """The bytes a checkpoint signs (deterministic CBOR, domain-separated)."""
+    micros = (at - _EPOCH) // timedelta(microseconds=1)
+    return cbor.encode([_DOMAIN, seq, bytes.fromhex(chain_hash), micros, kid])
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int
+    chain_hash: str
+    at: datetime
+    kid: str
+
+
+def checkpoint(
+    session: Session, keys: KeyProvider, *, now: datetime | None = None
+) -> Checkpoint | None:
+    """Sign the chain's head if entries were added since the newest checkpoint (else None).
+    Flushes; the caller commits. Logs the checkpoint's seq and hash."""
+    head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one()
+    newest: int | None = session.exec(select(func.max(AuditCheckpoint.seq))).one()
+    if head.seq == 0 or (newest is not None and head.seq <= newest):
+        return None
+    at = now or utcnow()
+    key = _current_key(session, keys, now=at)
+    private = _unwrap(keys, key)
+    if private is None:
+        raise KeyUnavailableError(f"audit signing key {key.kid} does not open with the key file")
+    message = checkpoint_message(head.seq, head.chain_hash, at, key.kid)
+    session.add(
+        AuditCheckpoint(
+            seq=head.seq,
+            chain_hash=head.chain_hash,
+            at=at,
+            kid=key.kid,
+            signature=crypto.sign(private, message),
+        )
+    )
+    session.flush()
+    log.info("audit checkpoint seq=%d hash=%s kid=%s", head.seq, head.chain_hash, key.kid)
+    return Checkpoint(head.seq, head.chain_hash, at, key.kid)
+
+
+def checkpoint_now(sessions: SessionFactory, keys: KeyProvider) -> Checkpoint | None:
+    """:func:`checkpoint` in a transaction of its own, committed."""
+    with sessions() as session:
+        made = checkpoint(session, keys)
+        session.commit()
+    return made
+
+
+async def checkpoint_loop(sessions: SessionFactory, keys: KeyProvider, every: float) -> None:
+    """Checkpoint every ``every`` seconds until cancelled (an API server's background task);
+    a failure is logged (its type only) and the next round tries again."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(checkpoint_now, sessions, keys)
+        except Exception as exc:  # noqa: BLE001 -- the server keeps serving; next round retries
+            log.warning(
+                "audit checkpoint failed (%s); retrying in %.0f s", type(exc).__name__, every
+            )
+
+
+def _current_key(session: Session, keys: KeyProvider, *, now: datetime) -> AuditSigningKey:
+    row = session.exec(
+        select(AuditSigningKey).order_by(col(AuditSigningKey.created_at).desc()).limit(1)
+    ).first()
+    if row is not None:
+        return row
+    private = crypto.generate_signing_key(crypto.COSE_EDDSA)
+    public_pem = crypto.public_key_pem(private.public_key())
+    kid = crypto.sha256(public_pem).hex()[:32]
+    wrapped = keys.wrap(crypto.private_key_pem(private), context=signing_key_context(kid))
+    row = AuditSigningKey(
+        kid=kid,
+        public_pem=public_pem,
+        private_wrapped=wrapped.blob,
+        kek_id=wrapped.kek_id,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _unwrap(keys: KeyProvider, row: AuditSigningKey) -> ed25519.Ed25519PrivateKey | None:
+    """The private key, if the KEK opens it and it matches the stored public key."""
+    try:
+        pem = keys.unwrap(
+            WrappedKey(row.kek_id, row.private_wrapped), context=signing_key_context(row.kid)
+        )
+    except KeyUnavailableError:
+        return None
+    private = crypto.load_private_key_pem(pem)
+    if not isinstance(private, ed25519.Ed25519PrivateKey):
+        return None
+    if crypto.public_key_pem(private.public_key()) != row.public_pem:
+        return None
+    return private
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str
+    seq: int
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class AuditReport:
+    entries: int = 0
+    head_seq: int = 0
+    checkpoints: int = 0
+    newest_checkpoint: int = 0  # seq; 0 if none
+    problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0
+
+    @property
+    def intact(self) -> bool:
+        return self.problem_count == 0
+
+    @property
+    def unanchored(self) -> int:
+        """Entries after the newest checkpoint (covered by the chain alone)."""
+        return max(0, self.head_seq - self.newest_checkpoint)
+
+    def add(self, kind: str, seq: int, detail: str = "") -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(kind, seq, detail))
+
+
+def verify(
+    sessions: SessionFactory,
+    keys: KeyProvider,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> AuditReport:
+    """Recompute the chain and check every checkpoint; ``progress(done, total)`` per page."""
+    report = AuditReport()
+    with sessions() as session:
+        head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one()
+        checkpoints = list(session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq))))
+        signers = _checkpoint_keys(session, keys)
+        total = session.exec(select(func.count()).select_from(AuditEvent)).one()
+    report.checkpoints = len(checkpoints)
+    expected: dict[int, str] = {}
+    for cp in checkpoints:
+        public = signers.get(cp.kid)
+        try:
+            if public is None:
+                raise crypto.CryptoError
+            crypto.verify(
+                public, cp.signature, checkpoint_message(cp.seq, cp.chain_hash, cp.at, cp.kid)
+            )
+        except crypto.CryptoError:
+            report.add("checkpoint_invalid", cp.seq, f"kid {cp.kid}")
+            continue
+        expected[cp.seq] = cp.chain_hash
+        report.newest_checkpoint = max(report.newest_checkpoint, cp.seq)
+
+    seq, prev = 0, GENESIS
+    for row in _entries(sessions, total, progress):
+        report.entries += 1
+        entry_seq, stored = row[0], row[6]
+        if entry_seq != seq + 1:
+            if entry_seq > seq + 1:
+                report.add("gap", entry_seq, f"{entry_seq - seq - 1} entries missing before it")
+            else:
+                report.add("mismatch", entry_seq, "out of order")
+        computed = entry_hash(
+            prev,
+            seq=entry_seq,
+            at=row[1],
+            event_type=row[2],
+            actor=row[3],
+            subject=row[4],
+            detail=row[5],
+        ).hex()
+        if computed != stored:
+            report.add("mismatch", entry_seq)
+        signed = expected.get(entry_seq)
+        if signed is not None and signed != computed:
+            report.add("checkpoint_mismatch", entry_seq)
+        # Go on from the stored hash: later problems are reported on their own.
+        seq, prev = entry_seq, bytes.fromhex(stored)
+    report.head_seq = seq
+    if report.newest_checkpoint > seq:
+        report.add("truncated", seq, f"ends before checkpoint {report.newest_checkpoint}")
+    if head.seq > seq:
+        report.add("truncated", seq, f"ends before its head {head.seq}")
+    elif (head.seq, head.chain_hash) != (seq, prev.hex() if seq else GENESIS.hex()):
+        report.add("head_mismatch", head.seq)
+    return report
+
+
+def _entries(
+    sessions: SessionFactory, total: int, progress: Callable[[int, int], None] | None
+) -> Iterator[tuple[int, datetime, str, str, str | None, str, str]]:
+    """Every entry in seq order, a page per short read (keyset paging)."""
+    last, done = -1, 0
+    columns = (
+        col(AuditEvent.seq),
+        col(AuditEvent.at),
+        col(AuditEvent.event_type),
+        col(AuditEvent.actor),
+        col(AuditEvent.subject),
+        col(AuditEvent.detail),
+        col(AuditEvent.chain_hash),
+    )
+    while True:
+        with sessions() as session:
+            page = (
+                session.connection()
+                .execute(
+                    sa_select(*columns)
+                    .where(col(AuditEvent.seq) > last)
+                    .order_by(col(AuditEvent.seq))
+                    .limit(_PAGE)
+                )
+                .all()
+            )
+        for row in page:
+            yield (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+        done += len(page)
+        if progress is not None:
+            progress(done, total)
+        if len(page) < _PAGE:
+            return
+        last = page[-1][0]
+
+
+def _checkpoint_keys(session: Session, keys: KeyProvider) -> dict[str, crypto.VerifyingKey]:
+    """Public keys the KEK vouches for: a row whose wrapped private key opens (bound to its
+    kid) and matches its public key. A row added by someone without the key file does not."""
+    vouched: dict[str, crypto.VerifyingKey] = {}
+    for row in session.exec(select(AuditSigningKey)):
+        private = _unwrap(keys, row)
+        if private is not None:
+            vouched[row.kid] = private.public_key()
+    return vouched
