@@ -339,7 +339,7 @@ class IngestedEnvelope(SQLModel, table=True):
     kid: str = Field(max_length=64)
     recipient_kid: str = Field(max_length=64)
     gateway_id: str = Field(max_length=64)
-    sealed_at: datetime = _ts()
+    sealed_at: datetime = _ts(index=True)  # retention disposes by it
     received_at: datetime = _ts()
     observations: int
     # The COSE_Sign1 as the device signed it (readings, raw bytes, PHD info, signature), one
@@ -385,8 +385,10 @@ class Quarantine(SQLModel, table=True):
     device_id: str | None = Field(default=None, max_length=36)
     kid: str | None = Field(default=None, max_length=64)
     size: int
-    sealed: bytes = _blob()  # still HPKE-sealed: quarantine holds no plaintext
-    received_at: datetime = _ts()
+    # Still HPKE-sealed: quarantine holds no plaintext. Empty when the envelope's patient was
+    # erased (the ingest key would still open it; hospital_server.disposal).
+    sealed: bytes = _blob()
+    received_at: datetime = _ts(index=True)  # retention disposes by it
 
 
 # --------------------------------------------------------------------------- staff, audit

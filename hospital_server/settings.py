@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, le=20)
     login_lockout: timedelta = timedelta(minutes=15)
 
+    # -- retention (docs/disposal.md): envelopes and their readings are disposed of this long
+    # after sealing; quarantined (rejected) envelopes this long after receipt.
+    retention_readings: timedelta = timedelta(days=3650)
+    retention_quarantine: timedelta = timedelta(days=90)
+
     # -- audit trail (docs/audit.md): how often the API server signs a checkpoint of the
     # chain when entries were added (0: never; then run `phd audit checkpoint` from cron).
     audit_checkpoint_seconds: int = Field(default=60, ge=0, le=86_400)
@@ -88,6 +93,16 @@ class Settings(BaseSettings):
             raise ValueError("token_leeway must be between 0 and 5 minutes")
         if not minute <= self.login_lockout <= day:
             raise ValueError("login_lockout must be between 1 minute and 1 day")
+        return self
+
+    @model_validator(mode="after")
+    def _retention(self) -> Settings:
+        # A disposed envelope's (credential, seq) row is gone: only its age still refuses a
+        # replay of it, so readings must outlive the oldest envelope ingest accepts.
+        if self.retention_readings <= self.max_envelope_age + self.clock_skew_future:
+            raise ValueError("retention_readings must exceed max_envelope_age + clock_skew_future")
+        if self.retention_quarantine < timedelta(days=1):
+            raise ValueError("retention_quarantine must be at least 1 day")
         return self
 
     @model_validator(mode="after")

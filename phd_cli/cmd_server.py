@@ -71,6 +71,23 @@ def add_parser(sub: Any) -> None:
 
     cmd_kek.add_parser(cmds)
 
+    dispose = cmds.add_parser(
+        "dispose",
+        help="dispose of readings and quarantine past retention (docs/disposal.md; daily cron)",
+    )
+    dispose.add_argument("--batch", type=int, default=500, help="envelopes per transaction")
+    erase = cmds.add_parser(
+        "erase-patient",
+        help="crypto-shred a patient and delete their readings (irreversible; docs/disposal.md)",
+    )
+    erase.add_argument("patient_id", metavar="PATIENT_ID")
+    erase.add_argument(
+        "--reason",
+        required=True,
+        help="patient_request, retention_ended, legal_order, enrolled_in_error, "
+        "reapplied_after_restore",
+    )
+
     ingest = cmds.add_parser("ingest", help="run ingest workers only (foreground)")
     ingest.add_argument(
         "--worker",
@@ -96,6 +113,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "create-admin": _create_admin,
         "rotate-token-key": _rotate_token_key,
         "kek": lambda args: cmd_kek.run(_settings(args), args),
+        "dispose": _dispose,
+        "erase-patient": _erase_patient,
         "run": _run,
         "ingest": _ingest,
     }
@@ -236,6 +255,83 @@ def _rotate_token_key(args: argparse.Namespace) -> int:
     Console().print(
         f"token signing key {rotation.new_kid} now signs; retired {len(rotation.retired)} "
         f"(published until their tokens expire), deleted {len(rotation.deleted)} expired"
+    )
+    return 0
+
+
+def _erase_patient(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hospital_server.context import ServerContext
+    from hospital_server.disposal import AlreadyErasedError, ErasureReason, erase_patient
+    from hospital_server.patients import PatientNotFoundError
+    from hospital_server.pki.layout import PkiLayout
+    from hospital_server.revocation import PkiBrokerRevocations
+
+    err = Console(stderr=True)
+    try:
+        reason = ErasureReason(args.reason)
+    except ValueError:
+        err.print(f"[red]error:[/red] --reason must be one of {', '.join(ErasureReason)}")
+        return 2
+    settings = _settings(args)
+    ctx = ServerContext.build(settings, broker_probe=lambda: False)
+    try:
+        with ctx.sessions() as session:
+            report = erase_patient(
+                session, ctx.keys, args.patient_id, actor="operator", reason=reason
+            )
+            session.commit()
+        if report.serials:  # the CRL, as a device revocation through the API does
+            PkiBrokerRevocations(layout=PkiLayout(settings.pki_dir)).revoke_certificates(
+                report.serials, reason="cessationOfOperation"
+            )
+    except PatientNotFoundError:
+        err.print(f"[red]error:[/red] no patient {args.patient_id}")
+        return 1
+    except AlreadyErasedError:
+        err.print(f"patient {args.patient_id} is already erased; nothing to do")
+        return 0
+    finally:
+        ctx.close()
+    Console().print(
+        f"patient {report.patient_id} erased: data key destroyed, {report.envelopes} envelopes "
+        f"({report.observations} readings) and {report.quarantined} quarantined envelopes "
+        f"deleted, {report.devices_revoked} devices revoked"
+    )
+    return 0
+
+
+def _dispose(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from hospital_server.context import ServerContext
+    from hospital_server.disposal import DisposalReport, dispose_expired
+
+    if not 1 <= args.batch <= 10_000:
+        Console(stderr=True).print("[red]error:[/red] --batch must be between 1 and 10000")
+        return 2
+    console = Console()
+    settings = _settings(args)
+    ctx = ServerContext.build(settings, broker_probe=lambda: False)
+    try:
+
+        def progress(report: DisposalReport) -> None:
+            console.print(f"  disposed so far: {report.envelopes} envelopes", end="\r")
+
+        report = dispose_expired(
+            ctx.sessions,
+            readings=settings.retention_readings,
+            quarantine=settings.retention_quarantine,
+            batch=args.batch,
+            progress=progress,
+        )
+    finally:
+        ctx.close()
+    console.print(
+        f"disposed: {report.envelopes} envelopes ({report.observations} readings) sealed over "
+        f"{settings.retention_readings.days} days ago, {report.quarantined} quarantined "
+        f"envelopes over {settings.retention_quarantine.days} days old"
     )
     return 0
 

@@ -300,6 +300,11 @@ class Ingestor:
                         session, index=index, opened=envelope, now=now, creds=creds
                     )
                 except _Reject as rej:
+                    cred = creds.get(rej.kid) if rej.kid is not None else None
+                    if cred is not None and cred.patient_status == PatientStatus.ERASED:
+                        # An erased patient's envelope still in some outbox: refused, and
+                        # not kept (the ingest key would open it: hospital_server.disposal).
+                        data = b""
                     batch.rejected.append(
                         _Rejected(index, rej.reason, digest, data, rej.device_id, rej.kid)
                     )

@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, status
 from sqlmodel import SQLModel
 
 from hospital_server.api.deps import AdminPrincipal, Ctx, DbSession
-from hospital_server.models import ConsentCreate, ConsentPublic, PatientCreate
+from hospital_server.disposal import AlreadyErasedError, ErasureReason, erase_patient
+from hospital_server.models import ConsentCreate, ConsentPublic, PatientCreate, PatientStatus
 from hospital_server.patients import (
     DuplicateMrnError,
     PatientNotFoundError,
@@ -36,6 +37,51 @@ def create(
         raise HTTPException(status.HTTP_409_CONFLICT, detail="duplicate_mrn") from exc
     session.commit()
     return PatientCreated(id=patient.id, status=patient.status, created_at=patient.created_at)
+
+
+class ErasureRequest(SQLModel):
+    reason: ErasureReason
+
+
+class ErasureDone(SQLModel):
+    id: str
+    status: str
+    devices_revoked: int
+    envelopes: int
+    observations: int
+    quarantined: int
+    break_glass: int
+    care_team: int
+
+
+@router.post("/{patient_id}/erase")
+def erase(
+    patient_id: str, data: ErasureRequest, admin: AdminPrincipal, ctx: Ctx, session: DbSession
+) -> ErasureDone:
+    """Crypto-shred the patient's data key and delete their readings (docs/disposal.md).
+    Irreversible; 404 ``patient_not_found``, 409 ``already_erased``."""
+    try:
+        report = erase_patient(
+            session, ctx.keys, patient_id, actor=admin.user_id, reason=data.reason
+        )
+    except PatientNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="patient_not_found") from exc
+    except AlreadyErasedError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="already_erased") from exc
+    session.commit()
+    # Ingest already refuses the devices (database); the CRL tells everyone else.
+    if ctx.revocations is not None and report.serials:
+        ctx.revocations.revoke_certificates(report.serials, reason="cessationOfOperation")
+    return ErasureDone(
+        id=patient_id,
+        status=PatientStatus.ERASED,
+        devices_revoked=report.devices_revoked,
+        envelopes=report.envelopes,
+        observations=report.observations,
+        quarantined=report.quarantined,
+        break_glass=report.break_glass,
+        care_team=report.care_team,
+    )
 
 
 @router.post("/{patient_id}/consents", status_code=status.HTTP_201_CREATED)
