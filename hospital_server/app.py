@@ -10,6 +10,7 @@ token of that issuer arrives), and mounts the routers. The OpenAPI document is a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,8 @@ from hospital_server.settings import Settings
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings, *, context: ServerContext | None = None) -> FastAPI:
     owned = context is None
@@ -56,7 +59,10 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
         refusals.flush()
         if every:
             # Anchor what this server wrote last (the refusals just flushed included).
-            await asyncio.to_thread(checkpoint_now, ctx.sessions, ctx.key_provider)
+            try:
+                await asyncio.to_thread(checkpoint_now, ctx.sessions, ctx.key_provider)
+            except Exception as exc:  # noqa: BLE001 -- shutting down; the next server anchors it
+                log.warning("final audit checkpoint failed (%s)", type(exc).__name__)
         if owned:
             ctx.close()
 

@@ -95,6 +95,9 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     transaction; the chain head stays locked until it ends."""
     if not rows:
         return
+    # Pending ORM changes first: the head lock is then the transaction's last one, so two
+    # transactions never each hold what the other waits for.
+    session.flush()
     connection = session.connection()
     head = connection.execute(_HEAD).one_or_none()
     if head is None:

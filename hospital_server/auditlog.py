@@ -221,7 +221,7 @@ def verify(
     """Recompute the chain and check every checkpoint; ``progress(done, total)`` per page."""
     report = AuditReport()
     with sessions() as session:
-        head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one()
+        head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one_or_none()
         checkpoints = list(session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq))))
         signers = _checkpoint_keys(session, keys)
         total = session.exec(select(func.count()).select_from(AuditEvent)).one()
@@ -269,9 +269,11 @@ def verify(
     report.head_seq = seq
     if report.newest_checkpoint > seq:
         report.add("truncated", seq, f"ends before checkpoint {report.newest_checkpoint}")
-    if head.seq > seq:
+    if head is None:
+        report.add("head_mismatch", seq, "head row missing")
+    elif head.seq > seq:
         report.add("truncated", seq, f"ends before its head {head.seq}")
-    elif (head.seq, head.chain_hash) != (seq, prev.hex() if seq else GENESIS.hex()):
+    elif (head.seq, head.chain_hash) != (seq, prev.hex()):
         report.add("head_mismatch", head.seq)
     return report
 

@@ -323,3 +323,15 @@ def test_audit_commands(dev_server: Path, capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "mismatch at seq 1" in out
     assert "'x'" not in out  # seqs and kinds, never an entry's content
+
+
+def test_a_head_row_that_does_not_name_the_last_entry_is_reported(
+    engine: Engine, sessions: SessionFactory, provider: LocalKeyFileProvider
+) -> None:
+    _record(sessions, 3)
+    _sql(engine, "UPDATE audit_chain_head SET chain_hash = :h WHERE id = 1", h="11" * 32)
+    assert _problems(verify(sessions, provider)) == [("head_mismatch", 3)]
+    _sql(engine, "DELETE FROM audit_chain_head")
+    assert _problems(verify(sessions, provider)) == [("head_mismatch", 3)]
+    with sessions() as s, pytest.raises(RuntimeError, match="phd server migrate"):
+        audit.record(s, "patient.read", actor="t")  # no head: refused, nothing forked
