@@ -49,6 +49,7 @@ EVENT_TYPES = frozenset(
         "gateway.revoked",
         "ingest.rejected",
         "consent.changed",
+        "export.project",
         "export.created",
         "export.destroyed",
         "patient.erased",

@@ -33,21 +33,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from hospital_server.audit import GENESIS, entry_hash
 from hospital_server.db import SessionFactory
-from hospital_server.keys import KeyProvider, KeyUnavailableError, WrappedKey
+from hospital_server.keys import KeyProvider
 from hospital_server.models import (
     AuditChainHead,
     AuditCheckpoint,
     AuditEvent,
-    AuditSigningKey,
     utcnow,
 )
+from hospital_server.signing_keys import AUDIT_KEYS
 from phd_protocol import cbor, crypto
 
 __all__ = [
@@ -58,22 +57,15 @@ __all__ = [
     "checkpoint_loop",
     "checkpoint_message",
     "checkpoint_now",
-    "signing_key_context",
     "verify",
 ]
 
 log = logging.getLogger(__name__)
 
 _DOMAIN = "phd-audit-checkpoint-v1"
-_CONTEXT = b"audit-signing-key\x00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PAGE = 2000  # entries per read while verifying
 MAX_PROBLEMS = 50  # a report lists at most this many (the count goes on)
-
-
-def signing_key_context(kid: str) -> bytes:
-    """Associated data of a wrapped checkpoint key: it opens under its own kid only."""
-    return _CONTEXT + kid.encode()
 
 
 def checkpoint_message(seq: int, chain_hash: str, at: datetime, kid: str) -> bytes:
@@ -100,23 +92,20 @@ def checkpoint(
     if head.seq == 0 or (newest is not None and head.seq <= newest):
         return None
     at = now or utcnow()
-    key = _current_key(session, keys, now=at)
-    private = _unwrap(keys, key)
-    if private is None:
-        raise KeyUnavailableError(f"audit signing key {key.kid} does not open with the key file")
-    message = checkpoint_message(head.seq, head.chain_hash, at, key.kid)
+    kid, signature = AUDIT_KEYS.sign(
+        session,
+        keys,
+        lambda kid: checkpoint_message(head.seq, head.chain_hash, at, kid),
+        now=at,
+    )
     session.add(
         AuditCheckpoint(
-            seq=head.seq,
-            chain_hash=head.chain_hash,
-            at=at,
-            kid=key.kid,
-            signature=crypto.sign(private, message),
+            seq=head.seq, chain_hash=head.chain_hash, at=at, kid=kid, signature=signature
         )
     )
     session.flush()
-    log.info("audit checkpoint seq=%d hash=%s kid=%s", head.seq, head.chain_hash, key.kid)
-    return Checkpoint(head.seq, head.chain_hash, at, key.kid)
+    log.info("audit checkpoint seq=%d hash=%s kid=%s", head.seq, head.chain_hash, kid)
+    return Checkpoint(head.seq, head.chain_hash, at, kid)
 
 
 def checkpoint_now(sessions: SessionFactory, keys: KeyProvider) -> Checkpoint | None:
@@ -138,44 +127,6 @@ async def checkpoint_loop(sessions: SessionFactory, keys: KeyProvider, every: fl
             log.warning(
                 "audit checkpoint failed (%s); retrying in %.0f s", type(exc).__name__, every
             )
-
-
-def _current_key(session: Session, keys: KeyProvider, *, now: datetime) -> AuditSigningKey:
-    row = session.exec(
-        select(AuditSigningKey).order_by(col(AuditSigningKey.created_at).desc()).limit(1)
-    ).first()
-    if row is not None:
-        return row
-    private = crypto.generate_signing_key(crypto.COSE_EDDSA)
-    public_pem = crypto.public_key_pem(private.public_key())
-    kid = crypto.sha256(public_pem).hex()[:32]
-    wrapped = keys.wrap(crypto.private_key_pem(private), context=signing_key_context(kid))
-    row = AuditSigningKey(
-        kid=kid,
-        public_pem=public_pem,
-        private_wrapped=wrapped.blob,
-        kek_id=wrapped.kek_id,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
-
-
-def _unwrap(keys: KeyProvider, row: AuditSigningKey) -> ed25519.Ed25519PrivateKey | None:
-    """The private key, if the KEK opens it and it matches the stored public key."""
-    try:
-        pem = keys.unwrap(
-            WrappedKey(row.kek_id, row.private_wrapped), context=signing_key_context(row.kid)
-        )
-    except KeyUnavailableError:
-        return None
-    private = crypto.load_private_key_pem(pem)
-    if not isinstance(private, ed25519.Ed25519PrivateKey):
-        return None
-    if crypto.public_key_pem(private.public_key()) != row.public_pem:
-        return None
-    return private
 
 
 # --------------------------------------------------------------------------- verify
@@ -223,7 +174,7 @@ def verify(
     with sessions() as session:
         head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one_or_none()
         checkpoints = list(session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq))))
-        signers = _checkpoint_keys(session, keys)
+        signers = AUDIT_KEYS.vouched(session, keys)
         total = session.exec(select(func.count()).select_from(AuditEvent)).one()
     report.checkpoints = len(checkpoints)
     expected: dict[int, str] = {}
@@ -312,14 +263,3 @@ def _entries(
         if len(page) < _PAGE:
             return
         last = page[-1][0]
-
-
-def _checkpoint_keys(session: Session, keys: KeyProvider) -> dict[str, crypto.VerifyingKey]:
-    """Public keys the KEK vouches for: a row whose wrapped private key opens (bound to its
-    kid) and matches its public key. A row added by someone without the key file does not."""
-    vouched: dict[str, crypto.VerifyingKey] = {}
-    for row in session.exec(select(AuditSigningKey)):
-        private = _unwrap(keys, row)
-        if private is not None:
-            vouched[row.kid] = private.public_key()
-    return vouched

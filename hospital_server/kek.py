@@ -1,6 +1,6 @@
 """The KEK life cycle over the database: what each KEK still wraps, and re-wrapping it all.
 
-Four kinds of secret are stored wrapped by a key-encryption key (:mod:`hospital_server.keys`),
+Six kinds of secret are stored wrapped by a key-encryption key (:mod:`hospital_server.keys`),
 each bound by associated data to its owner, so a wrap copied onto another row does not open:
 
     kind              table.column                         bound to
@@ -9,6 +9,8 @@ each bound by associated data to its owner, so a wrap copied onto another row do
     TOTP secrets      staff_user.totp_wrapped              the staff user id
     token keys        token_signing_key.private_wrapped    the key's kid
     audit keys        audit_signing_key.private_wrapped    the key's kid
+    export keys       export_signing_key.private_wrapped   the key's kid
+    research keys     research_project.key_wrapped         the project id
 
 Retiring a KEK takes three steps (``phd server kek rotate``, ``rewrap``, ``retire``; see
 docs/OPERATIONS.md): a new current KEK is added to the key file, :func:`rewrap` re-wraps every
@@ -31,18 +33,21 @@ from sqlalchemy import Column, func, update
 from sqlalchemy import select as sa_select
 from sqlmodel import SQLModel
 
-from hospital_server.auditlog import signing_key_context as audit_key_context
 from hospital_server.auth.tokens import signing_key_context
 from hospital_server.db import SessionFactory
 from hospital_server.fieldcrypt import patient_key_context
 from hospital_server.keys import KeyProvider, KeyUnavailableError, WrappedKey
 from hospital_server.models import (
     AuditSigningKey,
+    ExportSigningKey,
     PatientKey,
+    ResearchProject,
     StaffUser,
     TokenSigningKey,
     table_of,
 )
+from hospital_server.research import project_key_context
+from hospital_server.signing_keys import AUDIT_KEYS, EXPORT_KEYS
 from hospital_server.staff import totp_context
 
 __all__ = ["KINDS", "RewrapReport", "WrappedKind", "rewrap", "usage"]
@@ -71,7 +76,13 @@ KINDS = (
         "token keys", TokenSigningKey, "kid", "kek_id", "private_wrapped", signing_key_context
     ),
     WrappedKind(
-        "audit keys", AuditSigningKey, "kid", "kek_id", "private_wrapped", audit_key_context
+        "audit keys", AuditSigningKey, "kid", "kek_id", "private_wrapped", AUDIT_KEYS.context
+    ),
+    WrappedKind(
+        "export keys", ExportSigningKey, "kid", "kek_id", "private_wrapped", EXPORT_KEYS.context
+    ),
+    WrappedKind(
+        "research keys", ResearchProject, "id", "kek_id", "key_wrapped", project_key_context
     ),
 )
 

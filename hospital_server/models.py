@@ -529,6 +529,57 @@ class AuditSigningKey(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class ResearchProject(SQLModel, table=True):
+    """A research project allowed pseudonymised exports (docs/export.md): purpose, ethics
+    approval, expiry, the date profile and k of its exports, and its own pseudonym key
+    (wrapped by the KEK, bound to the project id): pseudonyms differ between projects."""
+
+    __tablename__ = "research_project"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=100, unique=True)
+    purpose: str = Field(max_length=500)  # what the data is for; never about a patient
+    approval_ref: str = Field(max_length=100)  # the ethics committee's reference
+    date_profile: str = Field(max_length=16)  # safe_harbor | shifted
+    k_anonymity: int
+    created_by: str = Field(max_length=36)
+    created_at: datetime = _ts()
+    expires_at: datetime = _ts()
+    key_wrapped: bytes = _blob()
+    kek_id: str = Field(max_length=64)
+
+
+class ResearchExport(SQLModel, table=True):
+    """One export file of a project: counts, where it was written, its digest; destroyed_at
+    once the file is gone (project expiry or on request)."""
+
+    __tablename__ = "research_export"
+
+    id: str = Field(primary_key=True, max_length=36)
+    project_id: str = Field(foreign_key="research_project.id", max_length=36, index=True)
+    created_by: str = Field(max_length=36)
+    created_at: datetime = _ts()
+    rows: int
+    patients: int
+    suppressed_patients: int
+    path: str = Field(max_length=1000)
+    sha256: str = Field(max_length=64)
+    destroyed_at: datetime | None = _ts(nullable=True)
+
+
+class ExportSigningKey(SQLModel, table=True):
+    """The Ed25519 key that signs research export manifests, wrapped by the KEK (bound to its
+    kid); the same shape as :class:`AuditSigningKey`, a table of its own (one job per key)."""
+
+    __tablename__ = "export_signing_key"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    public_pem: bytes = _blob()
+    private_wrapped: bytes = _blob()
+    kek_id: str = Field(max_length=64)
+    created_at: datetime = _ts()
+
+
 def table_of(model: type[SQLModel]) -> Table:
     """A table model's Core table, for Core statements (bulk inserts skip the ORM's per-row
     bookkeeping; rows written that way are never read back in the same session)."""

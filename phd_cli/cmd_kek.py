@@ -75,21 +75,21 @@ def _status(console: Any, ctx: Any, provider: Any) -> int:
     from hospital_server.kek import KINDS, usage
 
     used = usage(ctx.sessions)
-    table = Table(
-        Column("KEK", no_wrap=True),  # an id is copied from here into `retire`: never folded
-        "in key file",
-        *(kind.name for kind in KINDS),
-        title="key-encryption keys",
-    )
     current = provider.current_kek_id
     missing = sorted(set(used) - set(provider.kek_ids))
-    for kek_id in sorted(set(provider.kek_ids) | set(used)):
-        counts = used.get(kek_id, {})
+    keks = sorted(set(provider.kek_ids) | set(used))
+    # One column per KEK (a few), one row per kind of secret (more): fits 80 columns. A KEK id
+    # is copied from here into `retire`, so it is never folded.
+    headers = []
+    for kek_id in keks:
         if kek_id in missing:
-            label, state = f"[red]{kek_id}[/red]", "[red]MISSING[/red]"
+            headers.append(Column(f"[red]{kek_id}\nMISSING[/red]", no_wrap=True, justify="right"))
         else:
-            label, state = kek_id, "current" if kek_id == current else "yes"
-        table.add_row(label, state, *(str(counts.get(kind.name, 0)) for kind in KINDS))
+            state = "current" if kek_id == current else "in key file"
+            headers.append(Column(f"{kek_id}\n{state}", no_wrap=True, justify="right"))
+    table = Table("stored secrets", *headers, title="what each key-encryption key wraps")
+    for kind in KINDS:
+        table.add_row(kind.name, *(str(used.get(k, {}).get(kind.name, 0)) for k in keks))
     console.print(table)
     if missing:
         console.print(

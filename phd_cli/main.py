@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phd_cli.cmd_broker",
     "phd_cli.cmd_server",
     "phd_cli.cmd_audit",
+    "phd_cli.cmd_export",
     "phd_cli.cmd_demo",
     "phd_cli.cmd_bench",
 )

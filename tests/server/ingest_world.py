@@ -8,7 +8,7 @@ and envelopes are sealed with ``phd_protocol.envelope.seal`` to the hospital ing
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -52,10 +52,22 @@ class World:
     ingestor: Ingestor
     devices: list[EnrolledDevice] = field(default_factory=list)
 
-    def enroll(self, *, mrn: str, consent: bool = True) -> EnrolledDevice:
+    def enroll(
+        self,
+        *,
+        mrn: str,
+        consent: bool = True,
+        name: str = "Test Patient",
+        born: date | None = None,
+        contact: str | None = None,
+        serial: str = "SN-12345",
+    ) -> EnrolledDevice:
         with self.ctx.sessions() as s:
             patient = create_patient(
-                s, self.ctx.keys, PatientCreate(name="Test Patient", mrn=mrn), actor="admin"
+                s,
+                self.ctx.keys,
+                PatientCreate(name=name, mrn=mrn, date_of_birth=born, contact=contact),
+                actor="admin",
             )
             if consent:
                 record_consent(s, patient.id, ConsentKind.COLLECTION, granted=True, actor="admin")
@@ -74,7 +86,7 @@ class World:
         request = EnrollmentRequest(
             code=reg.code,
             csr_pem=build_device_csr(key),
-            phd=PhdInfo(model="BP-1", serial="SN-12345", manufacturer="Acme"),
+            phd=PhdInfo(model="BP-1", serial=serial, manufacturer="Acme"),
         )
         with self.ctx.sessions() as s:
             response = self.enrollment.enroll(s, request)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,26 @@ from hospital_server.models import (
     utcnow,
 )
 from hospital_server.patients import create_patient, read_patient
+from hospital_server.research import DateProfile, create_project
+from hospital_server.signing_keys import EXPORT_KEYS
 from hospital_server.staff import create_staff_user, provision_totp, totp_secret
 from phd_cli.main import main
 from tests.pg_fixtures import PostgresServer, fresh_database
 from tests.server.conftest import dev_session
 
-_EVERY_KIND = {"patient keys": 2, "TOTP secrets": 1, "token keys": 1, "audit keys": 1}
+_EVERY_KIND = {
+    "patient keys": 2,
+    "TOTP secrets": 1,
+    "token keys": 1,
+    "audit keys": 1,
+    "export keys": 1,
+    "research keys": 1,
+}
 
 
 def _populate(sessions: SessionFactory, provider: LocalKeyFileProvider) -> dict[str, Any]:
     """Two patients, a staff user with TOTP, a token signing key, an audit checkpoint (and
-    so its signing key): every wrapped kind."""
+    so its signing key), a research project and an export signing key: every wrapped kind."""
     keys = PatientKeys(provider)
     with sessions() as s:
         patients = [
@@ -57,6 +67,18 @@ def _populate(sessions: SessionFactory, provider: LocalKeyFileProvider) -> dict[
         signing = current_signing_key(s, provider, now=utcnow())
         s.commit()
         assert checkpoint(s, provider) is not None
+        create_project(
+            s,
+            provider,
+            name="Kek project",
+            purpose="p",
+            approval_ref="IRB-1",
+            date_profile=DateProfile.SHIFTED,
+            k=5,
+            expires_at=utcnow() + timedelta(days=30),
+            actor="t",
+        )
+        EXPORT_KEYS.sign(s, provider, lambda kid: kid.encode(), now=utcnow())
         s.commit()
         deks = {pid: keys.get(s, pid) for pid in patients}
         return {"patients": patients, "deks": deks, "user": user.id, "kid": signing.kid}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
@@ -72,16 +73,8 @@ def erase(
     # Ingest already refuses the devices (database); the CRL tells everyone else.
     if ctx.revocations is not None and report.serials:
         ctx.revocations.revoke_certificates(report.serials, reason="cessationOfOperation")
-    return ErasureDone(
-        id=patient_id,
-        status=PatientStatus.ERASED,
-        devices_revoked=report.devices_revoked,
-        envelopes=report.envelopes,
-        observations=report.observations,
-        quarantined=report.quarantined,
-        break_glass=report.break_glass,
-        care_team=report.care_team,
-    )
+    counts = {k: v for k, v in asdict(report).items() if k not in {"patient_id", "serials"}}
+    return ErasureDone(id=patient_id, status=PatientStatus.ERASED, **counts)
 
 
 @router.post("/{patient_id}/consents", status_code=status.HTTP_201_CREATED)

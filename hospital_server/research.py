@@ -1,0 +1,504 @@
+"""Pseudonymised exports for medical AI research (docs/export.md).
+
+A :class:`~hospital_server.models.ResearchProject` names a purpose, an ethics approval, an
+expiry, a date profile and k; it holds its own pseudonym key (32 random bytes, wrapped by the
+KEK, bound to the project id). :func:`run_export` writes one CSV and one signed manifest:
+
+- only patients who are active and whose newest ``ai_research`` consent grants it;
+- each patient as ``HMAC-SHA256(project key, internal patient id)`` (32 hex digits): stable
+  within a project, unlinkable across projects, and never derived from the MRN, the name or
+  anything else about the person (the internal id is random);
+- dates by profile: ``safe_harbor``: the year, and days since the patient's first exported
+  reading; ``shifted``: the time moved by a per-patient shift of -365..+365 days derived from
+  the project key (intervals kept);
+- quasi-identifiers generalised: ten-year age bands at the first exported reading ("90+"
+  above 89, "unknown" without a date of birth); a patient whose age band has fewer than k
+  patients in the export is suppressed, whole;
+- an allow-list of columns (:data:`COLUMNS`): nothing else can appear. No names, MRNs, dates
+  of birth, contact, device or credential ids, serials, envelope or reading ids, no free text;
+- the manifest (project, export id, profile, k, columns, counts, the CSV's SHA-256) signed with
+  the hospital's export key (:data:`hospital_server.signing_keys.EXPORT_KEYS`).
+
+Files are written 0600. :func:`destroy_export` overwrites and deletes them; :func:`expire`
+destroys every export of an expired project. Each step is audited (``export.project``,
+``export.created``, ``export.destroyed``) with ids and counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import enum
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from hospital_server import audit
+from hospital_server.clinical import MAX_PAGE, ReadingQuery, StoredReading, read_observations
+from hospital_server.db import SessionFactory
+from hospital_server.fieldcrypt import PatientKeys
+from hospital_server.keys import KeyProvider, WrappedKey
+from hospital_server.models import (
+    ConsentKind,
+    Device,
+    Patient,
+    PatientStatus,
+    ResearchExport,
+    ResearchProject,
+    utcnow,
+)
+from hospital_server.patients import consent_in_force, read_patient
+from hospital_server.signing_keys import EXPORT_KEYS
+from phd_protocol import crypto
+from phd_protocol.sfloat import SpecialValue
+
+__all__ = [
+    "COLUMNS",
+    "DateProfile",
+    "ExportError",
+    "ExportResult",
+    "create_project",
+    "destroy_export",
+    "expire",
+    "leaks",
+    "manifest_message",
+    "project_key_context",
+    "run_export",
+    "verify_manifest",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$")
+_MAX_LIFETIME = timedelta(days=5 * 366)
+_SHIFT_DAYS = 365
+
+
+class DateProfile(enum.StrEnum):
+    SAFE_HARBOR = "safe_harbor"
+    SHIFTED = "shifted"
+
+
+# The allow-list: every column an export may hold, per profile.
+_COMMON = ("pseudonym", "age_band", "device_kind", "mdc_code", "component_mdc", "value", "unit")
+COLUMNS: dict[DateProfile, tuple[str, ...]] = {
+    DateProfile.SAFE_HARBOR: (*_COMMON, "quality", "year", "day_offset"),
+    DateProfile.SHIFTED: (*_COMMON, "quality", "measured_at_shifted"),
+}
+
+
+class ExportError(Exception):
+    """A refused request; ``reason`` is a public code (docs/export.md)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def project_key_context(project_id: str) -> bytes:
+    """Associated data of a project's wrapped pseudonym key."""
+    return b"research-project\x00" + project_id.encode()
+
+
+def create_project(
+    session: Session,
+    keys: KeyProvider,
+    *,
+    name: str,
+    purpose: str,
+    approval_ref: str,
+    date_profile: DateProfile,
+    k: int,
+    expires_at: datetime,
+    actor: str,
+    now: datetime | None = None,
+) -> ResearchProject:
+    """Add a project (flushed; the caller commits)."""
+    now = now or utcnow()
+    if not _NAME.match(name):
+        raise ExportError("bad_name")
+    if not 1 <= len(purpose) <= 500 or not 1 <= len(approval_ref) <= 100:
+        raise ExportError("bad_purpose_or_approval")
+    if not 2 <= k <= 100:
+        raise ExportError("bad_k")
+    if expires_at.tzinfo is None or not now < expires_at <= now + _MAX_LIFETIME:
+        raise ExportError("bad_expiry")
+    if session.exec(select(ResearchProject.id).where(ResearchProject.name == name)).first():
+        raise ExportError("duplicate_name")
+    project_id = str(uuid.uuid4())
+    wrapped = keys.wrap(secrets.token_bytes(32), context=project_key_context(project_id))
+    project = ResearchProject(
+        id=project_id,
+        name=name,
+        purpose=purpose,
+        approval_ref=approval_ref,
+        date_profile=date_profile.value,
+        k_anonymity=k,
+        created_by=actor,
+        created_at=now,
+        expires_at=expires_at,
+        key_wrapped=wrapped.blob,
+        kek_id=wrapped.kek_id,
+    )
+    session.add(project)
+    session.flush()
+    audit.record(session, "export.project", actor=actor, subject=project_id, k=k)
+    return project
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    export_id: str
+    csv_path: Path
+    manifest_path: Path
+    rows: int
+    patients: int
+    suppressed_patients: int
+    sha256: str
+
+
+def run_export(
+    sessions: SessionFactory,
+    patient_keys: PatientKeys,
+    keys: KeyProvider,
+    project_id: str,
+    *,
+    out_dir: Path,
+    actor: str,
+    now: datetime | None = None,
+) -> ExportResult:
+    """Write the project's export under ``out_dir``; record and audit it."""
+    now = now or utcnow()
+    with sessions() as session:
+        project = session.get(ResearchProject, project_id)
+        if project is None:
+            raise ExportError("project_not_found")
+        if project.expires_at <= now:
+            raise ExportError("project_expired")
+        secret = keys.unwrap(
+            WrappedKey(project.kek_id, project.key_wrapped),
+            context=project_key_context(project_id),
+        )
+        profile, k = DateProfile(project.date_profile), project.k_anonymity
+        cohort = _cohort(session, patient_keys)
+    kinds = _device_kinds(sessions)
+    per_patient: list[tuple[str, list[dict[str, str]]]] = []
+    for patient_id, born in cohort:
+        rows = _rows(
+            sessions,
+            patient_keys,
+            patient_id,
+            born=born,
+            secret=secret,
+            profile=profile,
+            kinds=kinds,
+        )
+        if rows:
+            per_patient.append((rows[0]["age_band"], rows))
+    band_sizes = Counter(band for band, _ in per_patient)
+    kept = [rows for band, rows in per_patient if band_sizes[band] >= k]
+    suppressed = len(per_patient) - len(kept)
+    columns = COLUMNS[profile]
+    table = sorted(
+        (row for rows in kept for row in rows),
+        key=lambda r: tuple(r[c] for c in columns),  # no trace of storage order
+    )
+    export_id = str(uuid.uuid4())
+    data = _csv(columns, table)
+    digest = hashlib.sha256(data).hexdigest()
+    manifest = {
+        "format": "phd-research-export-v1",
+        "project_id": project_id,
+        "export_id": export_id,
+        "created_at": now.isoformat(),
+        "date_profile": profile.value,
+        "k_anonymity": k,
+        "columns": list(columns),
+        "rows": len(table),
+        "patients": len(kept),
+        "suppressed_patients": suppressed,
+        "csv_sha256": digest,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    csv_path, manifest_path = out_dir / f"{export_id}.csv", out_dir / f"{export_id}.manifest.json"
+    with sessions() as session:
+        kid, signature = EXPORT_KEYS.sign(
+            session, keys, lambda kid: manifest_message(manifest, kid), now=now
+        )
+        _write_private(csv_path, data)
+        signed = {
+            "manifest": manifest,
+            "kid": kid,
+            "signature": base64.b64encode(signature).decode(),
+        }
+        _write_private(manifest_path, json.dumps(signed, indent=2, sort_keys=True).encode())
+        session.add(
+            ResearchExport(
+                id=export_id,
+                project_id=project_id,
+                created_by=actor,
+                created_at=now,
+                rows=len(table),
+                patients=len(kept),
+                suppressed_patients=suppressed,
+                path=str(csv_path),
+                sha256=digest,
+            )
+        )
+        session.flush()
+        audit.record(
+            session,
+            "export.created",
+            actor=actor,
+            subject=export_id,
+            project=project_id,
+            rows=len(table),
+            patients=len(kept),
+            suppressed=suppressed,
+        )
+        session.commit()
+    return ExportResult(
+        export_id, csv_path, manifest_path, len(table), len(kept), suppressed, digest
+    )
+
+
+def manifest_message(manifest: dict[str, Any], kid: str) -> bytes:
+    """The bytes a manifest signature covers: domain label, kid, canonical JSON."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return b"phd-research-manifest-v1\x00" + kid.encode() + b"\x00" + canonical.encode()
+
+
+def verify_manifest(sessions: SessionFactory, keys: KeyProvider, path: Path) -> str | None:
+    """None if the manifest at ``path`` is signed by an export key the KEK vouches for and
+    the CSV beside it has its digest; else what is wrong (a short phrase, no content)."""
+    try:
+        signed = json.loads(path.read_bytes())
+        manifest, kid = signed["manifest"], signed["kid"]
+        signature = base64.b64decode(signed["signature"], validate=True)
+        csv_path = path.with_name(f"{manifest['export_id']}.csv")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "not a readable manifest"
+    with sessions() as session:
+        public = EXPORT_KEYS.vouched(session, keys).get(kid)
+    if public is None:
+        return "signed by a key this hospital does not vouch for"
+    try:
+        crypto.verify(public, signature, manifest_message(manifest, kid))
+    except crypto.CryptoError:
+        return "signature does not verify"
+    try:
+        digest = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    except OSError:
+        return "CSV missing"
+    return None if digest == manifest.get("csv_sha256") else "CSV differs from the manifest"
+
+
+def destroy_export(session: Session, export_id: str, *, actor: str) -> bool:
+    """Overwrite and delete an export's files; False if already destroyed. Flushes."""
+    export = session.get(ResearchExport, export_id)
+    if export is None:
+        raise ExportError("export_not_found")
+    if export.destroyed_at is not None:
+        return False
+    csv_path = Path(export.path)
+    for path in (csv_path, csv_path.with_name(f"{export_id}.manifest.json")):
+        _shred(path)
+    export.destroyed_at = utcnow()
+    session.add(export)
+    session.flush()
+    audit.record(
+        session, "export.destroyed", actor=actor, subject=export_id, project=export.project_id
+    )
+    return True
+
+
+def expire(sessions: SessionFactory, *, actor: str, now: datetime | None = None) -> int:
+    """Destroy every export of every expired project; the number destroyed."""
+    now = now or utcnow()
+    with sessions() as session:
+        due = list(
+            session.exec(
+                select(ResearchExport.id)
+                .join(ResearchProject, col(ResearchProject.id) == col(ResearchExport.project_id))
+                .where(
+                    col(ResearchExport.destroyed_at).is_(None),
+                    col(ResearchProject.expires_at) <= now,
+                )
+            )
+        )
+    done = 0
+    for export_id in due:
+        with sessions() as session:
+            done += destroy_export(session, export_id, actor=actor)
+            session.commit()
+    return done
+
+
+# --------------------------------------------------------------------------- building rows
+
+
+def _cohort(session: Session, keys: PatientKeys) -> list[tuple[str, date | None]]:
+    """(patient id, date of birth) of active patients whose newest ai_research consent
+    grants it, in id order."""
+    out = []
+    for patient_id in session.exec(
+        select(Patient.id).where(Patient.status == PatientStatus.ACTIVE).order_by(Patient.id)
+    ):
+        if consent_in_force(session, patient_id, ConsentKind.AI_RESEARCH):
+            out.append((patient_id, read_patient(session, keys, patient_id).date_of_birth))
+    return out
+
+
+def _device_kinds(sessions: SessionFactory) -> dict[str, str]:
+    with sessions() as session:
+        return dict(session.exec(select(Device.id, Device.kind)).all())
+
+
+def _readings(
+    sessions: SessionFactory, keys: PatientKeys, patient_id: str
+) -> Iterator[StoredReading]:
+    offset = 0
+    while True:
+        with sessions() as session:
+            page, more = read_observations(
+                session, keys, patient_id, ReadingQuery(limit=MAX_PAGE, offset=offset)
+            )
+        yield from page
+        if not more:
+            return
+        offset += MAX_PAGE
+
+
+def _rows(
+    sessions: SessionFactory,
+    keys: PatientKeys,
+    patient_id: str,
+    *,
+    born: date | None,
+    secret: bytes,
+    profile: DateProfile,
+    kinds: dict[str, str],
+) -> list[dict[str, str]]:
+    """One patient's export rows (an empty list: no reading with a time)."""
+    timed = [r for r in _readings(sessions, keys, patient_id) if r.observation.time is not None]
+    if not timed:
+        return []
+    first = min(r.observation.time for r in timed if r.observation.time is not None)
+    pseudonym = hmac.new(secret, b"pseudonym\x00" + patient_id.encode(), "sha256").hexdigest()
+    shift_seed = hmac.new(secret, b"shift\x00" + patient_id.encode(), "sha256").digest()
+    shift = timedelta(days=int.from_bytes(shift_seed[:4], "big") % (2 * _SHIFT_DAYS + 1))
+    shift -= timedelta(days=_SHIFT_DAYS)
+    band = _age_band(born, first)
+    rows = []
+    for reading in timed:
+        obs = reading.observation
+        at = obs.time
+        assert at is not None  # filtered above
+        if profile is DateProfile.SAFE_HARBOR:
+            when = {"year": str(at.year), "day_offset": str((at - first).days)}
+        else:
+            when = {"measured_at_shifted": (at + shift).astimezone(UTC).isoformat()}
+        parts: list[tuple[int | None, object]] = [
+            (c.mdc_code, c.value) for c in obs.components
+        ] or [(None, obs.value)]
+        for component, value in parts:
+            rows.append(
+                {
+                    "pseudonym": pseudonym[:32],
+                    "age_band": band,
+                    "device_kind": kinds.get(reading.device_id, "unknown"),
+                    "mdc_code": str(obs.mdc_code),
+                    "component_mdc": "" if component is None else str(component),
+                    "value": _number(value),
+                    "unit": obs.unit,
+                    "quality": reading.quality,
+                    **when,
+                }
+            )
+    return rows
+
+
+def _age_band(born: date | None, at: datetime) -> str:
+    if born is None:
+        return "unknown"
+    on = at.date()
+    age = on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+    if age >= 90:
+        return "90+"
+    low = max(age, 0) // 10 * 10
+    return f"{low}-{low + 9}"
+
+
+def _number(value: object) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, SpecialValue) or value is None:
+        return ""
+    return str(value)
+
+
+def _csv(columns: tuple[str, ...], rows: list[dict[str, str]]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _shred(path: Path) -> None:
+    """Overwrite with zeros, then unlink (a best effort on journalling and copy-on-write file
+    systems: docs/export.md says what else destruction needs)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    with path.open("r+b") as handle:
+        handle.write(b"\x00" * size)
+        handle.flush()
+        os.fsync(handle.fileno())
+    path.unlink()
+
+
+def leaks(data: bytes, identifiers: Mapping[str, Iterable[str]]) -> list[str]:
+    """The kinds of identifier (``{"name": [...], "mrn": [...]}``) of which some value occurs
+    in ``data``, case-insensitively, as text or as a date in another common spelling: the
+    export validator's check (docs/export.md). Values shorter than 4 characters are refused:
+    they would match by chance."""
+    text = data.decode("utf-8", "replace").casefold()
+    found = []
+    for kind, values in identifiers.items():
+        for value in values:
+            if len(value) < 4:
+                raise ValueError(f"{kind} value too short to search for")
+            if any(form.casefold() in text for form in _spellings(value)):
+                found.append(kind)
+                break
+    return found
+
+
+def _spellings(value: str) -> list[str]:
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return [value]
+    return [value, day.strftime("%d/%m/%Y"), day.strftime("%m/%d/%Y"), day.strftime("%Y%m%d")]
