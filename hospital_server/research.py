@@ -232,6 +232,7 @@ def run_export(
         "csv_sha256": digest,
     }
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out_dir = out_dir.resolve()  # recorded as is: destroy must find it from any directory
     csv_path, manifest_path = out_dir / f"{export_id}.csv", out_dir / f"{export_id}.manifest.json"
     with sessions() as session:
         kid, signature = EXPORT_KEYS.sign(
