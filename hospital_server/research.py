@@ -31,7 +31,6 @@ import csv
 import enum
 import hashlib
 import hmac
-import io
 import json
 import os
 import re
@@ -39,12 +38,14 @@ import secrets
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from hospital_server import audit
@@ -61,6 +62,7 @@ from hospital_server.models import (
     ResearchProject,
     utcnow,
 )
+from hospital_server.models import Observation as ObservationRow
 from hospital_server.patients import consent_in_force, read_patient
 from hospital_server.signing_keys import EXPORT_KEYS
 from phd_protocol import crypto
@@ -193,31 +195,52 @@ def run_export(
         )
         profile, k = DateProfile(project.date_profile), project.k_anonymity
         cohort = _cohort(session, patient_keys)
-    kinds = _device_kinds(sessions)
-    per_patient: list[tuple[str, list[dict[str, str]]]] = []
-    for patient_id, born in cohort:
-        rows = _rows(
-            sessions,
-            patient_keys,
-            patient_id,
-            born=born,
-            secret=secret,
-            profile=profile,
-            kinds=kinds,
-        )
-        if rows:
-            per_patient.append((rows[0]["age_band"], rows))
-    band_sizes = Counter(band for band, _ in per_patient)
-    kept = [rows for band, rows in per_patient if band_sizes[band] >= k]
-    suppressed = len(per_patient) - len(kept)
+        firsts = _first_readings(session, [patient_id for patient_id, _ in cohort])
+    # Age bands first (from the plaintext measurement times), so that k-anonymity is decided
+    # before anything is decrypted, and the file can be written one patient at a time.
+    bands = {
+        patient_id: _age_band(born, firsts[patient_id])
+        for patient_id, born in cohort
+        if patient_id in firsts  # a patient without a timed reading has nothing to export
+    }
+    sizes = Counter(bands.values())
+    kept = sorted((p for p in bands if sizes[bands[p]] >= k), key=lambda p: _pseudonym(secret, p))
+    suppressed = len(bands) - len(kept)
     columns = COLUMNS[profile]
-    table = sorted(
-        (row for rows in kept for row in rows),
-        key=lambda r: tuple(r[c] for c in columns),  # no trace of storage order
-    )
+    kinds = _device_kinds(sessions)
     export_id = str(uuid.uuid4())
-    data = _csv(columns, table)
-    digest = hashlib.sha256(data).hexdigest()
+    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out_dir = out_dir.resolve()  # recorded as is: destroy must find it from any directory
+    csv_path, manifest_path = out_dir / f"{export_id}.csv", out_dir / f"{export_id}.manifest.json"
+    partial = csv_path.with_name(csv_path.name + ".part")
+    hasher, count = hashlib.sha256(), 0
+    try:
+        with _private_file(partial) as handle:
+            writer = _HashingWriter(handle, hasher)
+            table = csv.DictWriter(
+                writer, fieldnames=columns, extrasaction="raise", lineterminator="\n"
+            )
+            table.writeheader()
+            for patient_id in kept:
+                rows = _rows(
+                    sessions,
+                    patient_keys,
+                    patient_id,
+                    band=bands[patient_id],
+                    first=firsts[patient_id],
+                    secret=secret,
+                    profile=profile,
+                    kinds=kinds,
+                )
+                # Sorted by content within the patient (patients by pseudonym): no trace of
+                # storage order or of internal ids.
+                table.writerows(sorted(rows, key=lambda r: tuple(r[c] for c in columns)))
+                count += len(rows)
+        partial.rename(csv_path)  # complete, or not there at all
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    digest = hasher.hexdigest()
     manifest = {
         "format": "phd-research-export-v1",
         "project_id": project_id,
@@ -226,19 +249,15 @@ def run_export(
         "date_profile": profile.value,
         "k_anonymity": k,
         "columns": list(columns),
-        "rows": len(table),
+        "rows": count,
         "patients": len(kept),
         "suppressed_patients": suppressed,
         "csv_sha256": digest,
     }
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    out_dir = out_dir.resolve()  # recorded as is: destroy must find it from any directory
-    csv_path, manifest_path = out_dir / f"{export_id}.csv", out_dir / f"{export_id}.manifest.json"
     with sessions() as session:
         kid, signature = EXPORT_KEYS.sign(
             session, keys, lambda kid: manifest_message(manifest, kid), now=now
         )
-        _write_private(csv_path, data)
         signed = {
             "manifest": manifest,
             "kid": kid,
@@ -251,7 +270,7 @@ def run_export(
                 project_id=project_id,
                 created_by=actor,
                 created_at=now,
-                rows=len(table),
+                rows=count,
                 patients=len(kept),
                 suppressed_patients=suppressed,
                 path=str(csv_path),
@@ -265,14 +284,12 @@ def run_export(
             actor=actor,
             subject=export_id,
             project=project_id,
-            rows=len(table),
+            rows=count,
             patients=len(kept),
             suppressed=suppressed,
         )
         session.commit()
-    return ExportResult(
-        export_id, csv_path, manifest_path, len(table), len(kept), suppressed, digest
-    )
+    return ExportResult(export_id, csv_path, manifest_path, count, len(kept), suppressed, digest)
 
 
 def manifest_message(manifest: dict[str, Any], kid: str) -> bytes:
@@ -387,26 +404,23 @@ def _rows(
     keys: PatientKeys,
     patient_id: str,
     *,
-    born: date | None,
+    band: str,
+    first: datetime,
     secret: bytes,
     profile: DateProfile,
     kinds: dict[str, str],
 ) -> list[dict[str, str]]:
-    """One patient's export rows (an empty list: no reading with a time)."""
-    timed = [r for r in _readings(sessions, keys, patient_id) if r.observation.time is not None]
-    if not timed:
-        return []
-    first = min(r.observation.time for r in timed if r.observation.time is not None)
-    pseudonym = hmac.new(secret, b"pseudonym\x00" + patient_id.encode(), "sha256").hexdigest()
+    """One patient's export rows: every reading with a measurement time."""
+    pseudonym = _pseudonym(secret, patient_id)
     shift_seed = hmac.new(secret, b"shift\x00" + patient_id.encode(), "sha256").digest()
     shift = timedelta(days=int.from_bytes(shift_seed[:4], "big") % (2 * _SHIFT_DAYS + 1))
     shift -= timedelta(days=_SHIFT_DAYS)
-    band = _age_band(born, first)
     rows = []
-    for reading in timed:
+    for reading in _readings(sessions, keys, patient_id):
         obs = reading.observation
         at = obs.time
-        assert at is not None  # filtered above
+        if at is None:
+            continue  # no time: nothing to place it by
         if profile is DateProfile.SAFE_HARBOR:
             when = {"year": str(at.year), "day_offset": str((at - first).days)}
         else:
@@ -417,7 +431,7 @@ def _rows(
         for component, value in parts:
             rows.append(
                 {
-                    "pseudonym": pseudonym[:32],
+                    "pseudonym": pseudonym,
                     "age_band": band,
                     "device_kind": kinds.get(reading.device_id, "unknown"),
                     "mdc_code": str(obs.mdc_code),
@@ -429,6 +443,28 @@ def _rows(
                 }
             )
     return rows
+
+
+def _pseudonym(secret: bytes, patient_id: str) -> str:
+    """128 bits of HMAC-SHA256(project key, internal id), hex."""
+    return hmac.new(secret, b"pseudonym\x00" + patient_id.encode(), "sha256").hexdigest()[:32]
+
+
+def _first_readings(session: Session, patient_ids: list[str]) -> dict[str, datetime]:
+    """Each patient's earliest measurement time (the plaintext query column), if any."""
+    out: dict[str, datetime] = {}
+    for at in range(0, len(patient_ids), 500):
+        chunk = patient_ids[at : at + 500]
+        found = session.exec(
+            select(ObservationRow.patient_id, func.min(ObservationRow.measured_at))
+            .where(
+                col(ObservationRow.patient_id).in_(chunk),
+                col(ObservationRow.measured_at).is_not(None),
+            )
+            .group_by(col(ObservationRow.patient_id))
+        ).all()
+        out.update((patient_id, first) for patient_id, first in found if first is not None)
+    return out
 
 
 def _age_band(born: date | None, at: datetime) -> str:
@@ -450,20 +486,32 @@ def _number(value: object) -> str:
     return str(value)
 
 
-def _csv(columns: tuple[str, ...], rows: list[dict[str, str]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="raise", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
+class _HashingWriter:
+    """A text sink for csv that hashes and writes UTF-8 as it goes."""
+
+    def __init__(self, handle: BinaryIO, hasher: Any) -> None:
+        self._handle, self._hasher = handle, hasher
+
+    def write(self, text: str) -> int:
+        data = text.encode()
+        self._hasher.update(data)
+        self._handle.write(data)
+        return len(text)
+
+
+@contextmanager
+def _private_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file, 0600 from its creation, flushed to disk on success."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
+    with _private_file(path) as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _shred(path: Path) -> None:

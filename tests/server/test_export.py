@@ -14,10 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from sqlmodel import select
 
 from hospital_server.auditlog import verify
-from hospital_server.models import ConsentKind, Credential, ResearchExport
+from hospital_server.clinical import RecordIntegrityError
+from hospital_server.models import (
+    ConsentKind,
+    Credential,
+    IngestedEnvelope,
+    ResearchExport,
+    table_of,
+)
 from hospital_server.patients import record_consent
 from hospital_server.research import (
     COLUMNS,
@@ -283,3 +291,16 @@ def test_export_commands(dev_server: Path, capsys: pytest.CaptureFixture[str]) -
     assert list(out.iterdir()) == []
     assert main(["export", "--dev", "expire"]) == 0
     assert "destroyed 0 expired exports" in capsys.readouterr().out
+
+
+def test_a_failed_export_leaves_no_file(world: World, tmp_path: Path) -> None:
+    for n in range(2):
+        _person(world, n, born=date(1970, 2, 2))
+    project = _project(world, DateProfile.SAFE_HARBOR, k=2)
+    with world.ctx.sessions() as s:  # one stored record damaged: its MAC check fails
+        s.connection().execute(update(table_of(IngestedEnvelope)).values(signed_ct=b"\x00" * 64))
+        s.commit()
+    with pytest.raises(RecordIntegrityError):
+        _export(world, project, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert audit_entries(world.ctx, "export.created") == []
