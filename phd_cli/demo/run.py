@@ -57,7 +57,13 @@ from phd_cli.demo.stats import (
     settled,
     verdict,
 )
-from phd_cli.demo.view import Endpoints, live_table, summary_json, summary_text
+from phd_cli.demo.view import (
+    AuditState,
+    Endpoints,
+    live_table,
+    summary_json,
+    summary_text,
+)
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -296,22 +302,54 @@ async def _demo(
         live_console.print()  # the live region ends without a newline on a plain stream
         # The end of the path: the clinician reads every committed reading back as FHIR.
         read_back = await fhir_counts(api, clinician, fleet.enrolled, verify=trust)
+    # And the audit trail of all of it (enrollments, logins, reads): the chain recomputed.
+    audit = await asyncio.to_thread(audit_trail, paths)
     problems = verdict(snapshot) + [
         f"device {d.device_id}: {read_back.get(d.device_id, 0)} of {d.observations} "
         "stored observations read back through /fhir"
         for d in snapshot.devices
         if read_back.get(d.device_id, 0) != d.observations
     ]
+    if not audit.intact:
+        problems.append(f"audit trail: {audit.problem_count} problems (phd audit verify)")
     fhir_read = sum(read_back.values())
     if options.exit_after:
         doc = summary_json(
-            snapshot, problems, endpoints, duration=options.duration, fhir_read=fhir_read
+            snapshot,
+            problems,
+            endpoints,
+            duration=options.duration,
+            fhir_read=fhir_read,
+            audit=audit,
         )
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
         return 0 if not problems else 1
-    console.print(summary_text(snapshot, problems, endpoints, fhir_read=fhir_read))
+    console.print(summary_text(snapshot, problems, endpoints, fhir_read=fhir_read, audit=audit))
     console.print("[bold]the server, broker and gateway stay up: press Ctrl-C to stop[/bold]")
     while True:  # until Ctrl-C (KeyboardInterrupt) or SIGTERM (cancel)
         supervisor.check()
         await asyncio.sleep(1.0)
+
+
+def audit_trail(paths: setup.DemoPaths) -> AuditState:
+    """``phd audit verify`` on the demo's database, with its key file."""
+    from hospital_server.auditlog import verify
+    from hospital_server.db import make_engine, make_session_factory
+    from hospital_server.keys import LocalKeyFileProvider
+
+    engine = make_engine(paths.database_url)
+    try:
+        report = verify(make_session_factory(engine), LocalKeyFileProvider.load(paths.key_file))
+    finally:
+        engine.dispose()
+    return AuditState(
+        entries=report.entries,
+        checkpoints=report.checkpoints,
+        intact=report.intact,
+        problem_count=report.problem_count,
+        command=(
+            f"PHD_SERVER_DATABASE_URL={paths.database_url} "
+            f"PHD_SERVER_KEY_FILE={paths.key_file} phd audit verify"
+        ),
+    )

@@ -81,6 +81,17 @@ def live_table(snapshot: Snapshot, *, elapsed: float, duration: float, phase: st
     return Group(table, line, server)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditState:
+    """The demo database's audit trail, verified at the end of the run."""
+
+    entries: int
+    checkpoints: int
+    intact: bool
+    problem_count: int
+    command: str  # how to verify it again by hand
+
+
 def summary_json(
     snapshot: Snapshot,
     problems: list[str],
@@ -88,6 +99,7 @@ def summary_json(
     *,
     duration: float,
     fhir_read: int | None = None,
+    audit: AuditState | None = None,
 ) -> dict[str, Any]:
     return {
         "ok": not problems,
@@ -96,6 +108,14 @@ def summary_json(
         **snapshot.to_json(),
         # Observations the demo clinician read back through /fhir (counted once each).
         "fhir_observations_read": fhir_read,
+        "audit": None
+        if audit is None
+        else {
+            "entries": audit.entries,
+            "checkpoints": audit.checkpoints,
+            "intact": audit.intact,
+            "verify": audit.command,
+        },
         "where": {
             "api_docs": f"{endpoints.api}/docs",
             "metrics": f"{endpoints.api}/metrics",
@@ -121,6 +141,7 @@ def summary_text(
     endpoints: Endpoints,
     *,
     fhir_read: int | None = None,
+    audit: AuditState | None = None,
 ) -> RenderableType:
     totals = snapshot.totals()
     head = Text()
@@ -144,6 +165,13 @@ def summary_text(
     where.add_row("server metrics", f"{endpoints.api}/metrics")
     where.add_row("gateway metrics", endpoints.gateway_metrics)
     where.add_row("database", f"{endpoints.database}  (SQLite; values encrypted per patient)")
+    if audit is not None:
+        state = "chain intact" if audit.intact else f"{audit.problem_count} problems"
+        where.add_row(
+            "audit trail",
+            f"{audit.entries} entries, {audit.checkpoints} signed checkpoints, {state}; "
+            f"again: {audit.command}  (docs/audit.md)",
+        )
     where.add_row(
         "log in",
         f"POST {endpoints.api}/api/v1/auth/token (grant_type=password) as "

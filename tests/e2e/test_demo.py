@@ -96,6 +96,9 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
         assert secret_file.stat().st_mode & 0o777 == 0o600
         assert secret_file.read_text().strip() not in result.stdout + result.stderr
     assert summary["where"]["clinician_user"] == "demo-clinician"
+    # The audit trail of the run (enrollments, logins, every read) verifies, link by link.
+    assert summary["audit"]["intact"] is True
+    assert summary["audit"]["entries"] > len(devices)
 
     # The database the summary names holds exactly those envelopes.
     database = Path(summary["where"]["database"])
