@@ -21,6 +21,7 @@ servers and workers never fork the chain, and the lock is held only until their 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,12 @@ EVENT_TYPES = frozenset(
     }
 )
 
+# Lines that are records in their own right (signed checkpoints, erasures): the copy outside
+# the database that docs/audit.md and docs/disposal.md rely on. INFO on a logger whose level
+# is pinned, so a server run at the default WARNING level still writes them. Ids only.
+RECORDS = logging.getLogger("phd.records")
+RECORDS.setLevel(logging.INFO)
+
 # Detail values must look like ids or codes: a guard against a caller passing a value or name.
 _SAFE = re.compile(r"^[A-Za-z0-9_.:-]{0,128}$")
 
@@ -96,8 +103,10 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     transaction; the chain head stays locked until it ends."""
     if not rows:
         return
-    # Pending ORM changes first: the head lock is then the transaction's last one, so two
-    # transactions never each hold what the other waits for.
+    # Pending ORM changes first, so the head is locked after the rows this transaction
+    # writes. Callers write audit entries last in their transaction (after every other row
+    # lock: hospital_server.disposal does), which keeps the head's lock short and out of
+    # lock cycles with transactions that lock the same rows before auditing.
     session.flush()
     connection = session.connection()
     head = connection.execute(_HEAD).one_or_none()

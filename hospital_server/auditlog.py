@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +37,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from hospital_server.audit import GENESIS, entry_hash
+from hospital_server.audit import GENESIS, RECORDS, entry_hash
 from hospital_server.db import SessionFactory
 from hospital_server.keys import KeyProvider
 from hospital_server.models import (
@@ -88,7 +88,11 @@ def checkpoint(
     """Sign the chain's head if entries were added since the newest checkpoint (else None).
     Flushes; the caller commits. Logs the checkpoint's seq and hash."""
     head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one()
-    newest: int | None = session.exec(select(func.max(AuditCheckpoint.seq))).one()
+    # A checkpoint row beyond the head is not ours (verify reports it): it must not stop
+    # checkpointing.
+    newest: int | None = session.exec(
+        select(func.max(AuditCheckpoint.seq)).where(col(AuditCheckpoint.seq) <= head.seq)
+    ).one()
     if head.seq == 0 or (newest is not None and head.seq <= newest):
         return None
     at = now or utcnow()
@@ -104,7 +108,7 @@ def checkpoint(
         )
     )
     session.flush()
-    log.info("audit checkpoint seq=%d hash=%s kid=%s", head.seq, head.chain_hash, kid)
+    RECORDS.info("audit checkpoint seq=%d hash=%s kid=%s", head.seq, head.chain_hash, kid)
     return Checkpoint(head.seq, head.chain_hash, at, kid)
 
 
@@ -167,12 +171,22 @@ def verify(
     sessions: SessionFactory,
     keys: KeyProvider,
     *,
+    expect: Mapping[int, str] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AuditReport:
-    """Recompute the chain and check every checkpoint; ``progress(done, total)`` per page."""
+    """Recompute the chain and check every checkpoint; ``progress(done, total)`` per page.
+
+    ``expect``: ``{seq: chain hash}`` kept outside the database (the logged checkpoints):
+    the one defence against someone who deleted checkpoint rows and rewrote what followed.
+    Entries committed while this runs are left for the next run (the chain is checked up to
+    its end as it stood at the start).
+    """
     report = AuditReport()
+    anchors = dict(expect or {})
     with sessions() as session:
-        head = session.exec(select(AuditChainHead).where(AuditChainHead.id == 1)).one_or_none()
+        # The chain's end and its head in one statement: one snapshot on either backend.
+        last, head_seq, head_hash = session.connection().execute(_ENDS).one()
+        head = None if head_seq is None else (int(head_seq), str(head_hash))
         checkpoints = list(session.exec(select(AuditCheckpoint).order_by(col(AuditCheckpoint.seq))))
         signers = AUDIT_KEYS.vouched(session, keys)
         total = session.exec(select(func.count()).select_from(AuditEvent)).one()
@@ -193,7 +207,7 @@ def verify(
         report.newest_checkpoint = max(report.newest_checkpoint, cp.seq)
 
     seq, prev = 0, GENESIS
-    for row in _entries(sessions, total, progress):
+    for row in _entries(sessions, total, progress, upto=last or 0):
         report.entries += 1
         entry_seq, stored = row[0], row[6]
         if entry_seq != seq + 1:
@@ -215,24 +229,40 @@ def verify(
         signed = expected.get(entry_seq)
         if signed is not None and signed != computed:
             report.add("checkpoint_mismatch", entry_seq)
+        anchored = anchors.pop(entry_seq, None)
+        if anchored is not None and anchored != computed:
+            report.add("anchor_mismatch", entry_seq)
         # Go on from the stored hash: later problems are reported on their own.
         seq, prev = entry_seq, bytes.fromhex(stored)
     report.head_seq = seq
     if report.newest_checkpoint > seq:
         report.add("truncated", seq, f"ends before checkpoint {report.newest_checkpoint}")
+    for anchor in sorted(anchors):  # expected seqs the chain never reached
+        report.add("truncated", seq, f"ends before the expected seq {anchor}")
     if head is None:
         report.add("head_mismatch", seq, "head row missing")
-    elif head.seq > seq:
-        report.add("truncated", seq, f"ends before its head {head.seq}")
-    elif (head.seq, head.chain_hash) != (seq, prev.hex()):
-        report.add("head_mismatch", head.seq)
+    elif head[0] > seq:
+        report.add("truncated", seq, f"ends before its head {head[0]}")
+    elif head != (seq, prev.hex()):
+        report.add("head_mismatch", head[0])
     return report
 
 
+_ENDS = sa_select(
+    sa_select(func.max(col(AuditEvent.seq))).scalar_subquery(),
+    sa_select(col(AuditChainHead.seq)).where(col(AuditChainHead.id) == 1).scalar_subquery(),
+    sa_select(col(AuditChainHead.chain_hash)).where(col(AuditChainHead.id) == 1).scalar_subquery(),
+)
+
+
 def _entries(
-    sessions: SessionFactory, total: int, progress: Callable[[int, int], None] | None
+    sessions: SessionFactory,
+    total: int,
+    progress: Callable[[int, int], None] | None,
+    *,
+    upto: int,
 ) -> Iterator[tuple[int, datetime, str, str, str | None, str, str]]:
-    """Every entry in seq order, a page per short read (keyset paging)."""
+    """Every entry up to seq ``upto`` in seq order, a page per short read (keyset paging)."""
     last, done = -1, 0
     columns = (
         col(AuditEvent.seq),
@@ -249,7 +279,7 @@ def _entries(
                 session.connection()
                 .execute(
                     sa_select(*columns)
-                    .where(col(AuditEvent.seq) > last)
+                    .where(col(AuditEvent.seq) > last, col(AuditEvent.seq) <= upto)
                     .order_by(col(AuditEvent.seq))
                     .limit(_PAGE)
                 )

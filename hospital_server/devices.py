@@ -127,8 +127,12 @@ def list_devices(session: Session, patient_id: str | None = None) -> list[Device
     return list(session.exec(query))
 
 
-def revoke_device(session: Session, device_id: str, *, actor: str) -> list[Credential]:
-    """Mark the device and all its credentials revoked now; returns the credentials."""
+def revoke_device(
+    session: Session, device_id: str, *, actor: str, record: bool = True
+) -> list[Credential]:
+    """Mark the device and all its credentials revoked now; returns the credentials.
+    ``record=False``: the caller writes the ``device.revoked`` audit entry itself (later in
+    its transaction, where audit writes belong: hospital_server.audit)."""
     device = session.get(Device, device_id)
     if device is None:
         raise DeviceError(f"device {device_id} not found")
@@ -150,6 +154,7 @@ def revoke_device(session: Session, device_id: str, *, actor: str) -> list[Crede
     ):
         code.state = CodeState.CANCELLED.value
         session.add(code)
-    audit.record(session, "device.revoked", actor=actor, subject=device_id)
+    if record:
+        audit.record(session, "device.revoked", actor=actor, subject=device_id)
     session.flush()
     return credentials

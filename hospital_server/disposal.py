@@ -25,21 +25,22 @@ Reports carry ids and counts, never content.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, delete
+from sqlalchemy import ColumnElement, delete, or_
 from sqlmodel import Session, SQLModel, col, select
 
 from hospital_server import audit
+from hospital_server.audit import RECORDS
 from hospital_server.db import SessionFactory
 from hospital_server.devices import revoke_device
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.models import (
     BreakGlass,
     CareTeamMember,
+    Credential,
     Device,
     DeviceStatus,
     IngestedEnvelope,
@@ -60,8 +61,6 @@ __all__ = [
     "dispose_expired",
     "erase_patient",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class ErasureReason(enum.StrEnum):
@@ -101,29 +100,47 @@ def erase_patient(
     actor: str,
     reason: ErasureReason,
 ) -> ErasureReport:
-    """Erase one patient in the session's transaction (the caller commits)."""
-    patient = session.get(Patient, patient_id)
+    """Erase one patient in the session's transaction (the caller commits).
+
+    The patient row is locked first (``FOR UPDATE`` on PostgreSQL): an ingest batch writing
+    readings of this patient holds it shared until its commit (hospital_server.ingest), so
+    either that batch commits first and its rows are deleted here, or it waits and then finds
+    the patient erased. Audit entries are written last, after every row lock."""
+    patient = session.get(Patient, patient_id, with_for_update=True)
     if patient is None:
         raise PatientNotFoundError(patient_id)
     if patient.status == PatientStatus.ERASED:
         raise AlreadyErasedError(patient_id)
     devices = list(session.exec(select(Device).where(Device.patient_id == patient_id)))
-    revoked, serials = 0, []
+    revoked: list[str] = []
+    serials: list[str] = []
+    kids: list[str] = []
     for device in devices:
         if device.status != DeviceStatus.REVOKED:
-            serials += [c.serial for c in revoke_device(session, device.id, actor=actor)]
-            revoked += 1
+            credentials = revoke_device(session, device.id, actor=actor, record=False)
+            serials += [c.serial for c in credentials]
+            revoked.append(device.id)
         device.info_ct = None  # sealed under the shredded key anyway: noise, so drop it
         session.add(device)
+    device_ids = [d.id for d in devices]
+    if device_ids:
+        kids = list(
+            session.exec(select(Credential.kid).where(col(Credential.device_id).in_(device_ids)))
+        )
     # The key first: from this transaction's commit on, nothing of the patient opens.
     keys.destroy(session, patient_id)
-    device_ids = [d.id for d in devices]
     counts = {
         "observations": _delete(session, Observation, col(Observation.patient_id) == patient_id),
         "envelopes": _delete(
             session, IngestedEnvelope, col(IngestedEnvelope.patient_id) == patient_id
         ),
-        "quarantined": _delete(session, Quarantine, col(Quarantine.device_id).in_(device_ids))
+        # By device, and by credential for rows refused before they were attributed (a
+        # revoked gateway's): the ingest key would still open them.
+        "quarantined": _delete(
+            session,
+            Quarantine,
+            or_(col(Quarantine.device_id).in_(device_ids), col(Quarantine.kid).in_(kids)),
+        )
         if device_ids
         else 0,
         "break_glass": _delete(session, BreakGlass, col(BreakGlass.patient_id) == patient_id),
@@ -135,20 +152,22 @@ def erase_patient(
     patient.mrn_index = f"erased-{patient_id}"  # unique, and matches no MRN
     session.add(patient)
     session.flush()
+    for device_id in revoked:
+        audit.record(session, "device.revoked", actor=actor, subject=device_id)
     audit.record(
         session,
         "patient.erased",
         actor=actor,
         subject=patient_id,
         reason=reason.value,
-        devices_revoked=revoked,
+        devices_revoked=len(revoked),
         **counts,
     )
     # The destruction record outside the database too: a restored backup brings the patient
     # back, and this line is what tells the operator to erase them again.
-    log.info("patient %s erased (%s)", patient_id, reason.value)
+    RECORDS.info("patient %s erased (%s)", patient_id, reason.value)
     return ErasureReport(
-        patient_id=patient_id, devices_revoked=revoked, serials=tuple(serials), **counts
+        patient_id=patient_id, devices_revoked=len(revoked), serials=tuple(serials), **counts
     )
 
 

@@ -1,7 +1,9 @@
 """``phd audit``: the tamper-evident audit trail (verify, checkpoint).
 
     phd audit verify        recompute the hash chain and check every signed checkpoint;
-                            exit 0 if intact, 1 with the first problems found
+                            exit 0 if intact, 1 with the first problems found;
+                            --expect SEQ:HASH / --anchors LOG: checkpoints kept outside the
+                            database, which someone with database access cannot delete
     phd audit checkpoint    sign the chain's head now (the server also does so every
                             PHD_SERVER_AUDIT_CHECKPOINT_SECONDS); prints it as JSON, for
                             shipping to a store outside the database
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 
@@ -22,9 +26,46 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("audit", help="tamper-evident audit trail: verify, checkpoint")
     p.add_argument("--dev", action="store_true", help="dev profile: embedded defaults")
     cmds = p.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", required=True)
-    cmds.add_parser("verify", help="check the hash chain and the signed checkpoints")
+    verify = cmds.add_parser("verify", help="check the hash chain and the signed checkpoints")
+    verify.add_argument(
+        "--expect",
+        action="append",
+        default=[],
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="a checkpoint kept outside the database (repeatable)",
+    )
+    verify.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="LOG",
+        help="a log file: every 'audit checkpoint seq=... hash=...' line in it is expected",
+    )
     cmds.add_parser("checkpoint", help="sign the chain's head now; prints it as JSON")
     p.set_defaults(handler=run)
+
+
+_ANCHOR = re.compile(r"^(\d{1,18}):([0-9a-f]{64})$")
+_LOGGED = re.compile(r"audit checkpoint seq=(\d{1,18}) hash=([0-9a-f]{64})")
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    match = _ANCHOR.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError("--expect takes SEQ:HASH (a seq, 64 hex digits)")
+    return int(match[1]), match[2]
+
+
+def _expected(args: argparse.Namespace) -> dict[int, str]:
+    """The anchors given, by seq; a seq named twice with two hashes is itself a finding."""
+    pairs = list(args.expect)
+    if args.anchors is not None:
+        pairs += [(int(m[1]), m[2]) for m in _LOGGED.finditer(args.anchors.read_text())]
+    out: dict[int, str] = {}
+    for seq, chain_hash in pairs:
+        if out.setdefault(seq, chain_hash) != chain_hash:
+            raise ValueError(f"the anchors give two hashes for seq {seq}")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,12 +74,19 @@ def run(args: argparse.Namespace) -> int:
     from hospital_server.context import ServerContext
     from hospital_server.settings import Settings
 
+    expected: dict[int, str] = {}
+    if args.audit_command == "verify":
+        try:
+            expected = _expected(args)
+        except (OSError, ValueError) as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {exc}")
+            return 2
     settings = Settings(profile="dev") if args.dev else Settings()
     ctx = ServerContext.build(settings, broker_probe=lambda: False)
     try:
         if args.audit_command == "checkpoint":
             return _checkpoint(ctx)
-        return _verify(Console(), ctx)
+        return _verify(Console(), ctx, expected)
     finally:
         ctx.close()
 
@@ -65,7 +113,7 @@ def _checkpoint(ctx: Any) -> int:
     return 0
 
 
-def _verify(console: Any, ctx: Any) -> int:
+def _verify(console: Any, ctx: Any, expected: dict[int, str]) -> int:
     from rich.progress import Progress
 
     from hospital_server.auditlog import verify
@@ -76,7 +124,7 @@ def _verify(console: Any, ctx: Any) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        report = verify(ctx.sessions, ctx.key_provider, progress=progress)
+        report = verify(ctx.sessions, ctx.key_provider, expect=expected, progress=progress)
     console.print(
         f"{report.entries} entries, head seq {report.head_seq}, checkpoints: "
         f"{report.checkpoints} (newest at seq {report.newest_checkpoint}; "

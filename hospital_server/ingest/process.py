@@ -279,6 +279,9 @@ class Ingestor:
             gateway_revoked, creds = self._standing(
                 connection, gateway_id, {o.message.kid.hex() for o in opened.values()}
             )
+            # Whose each opened envelope claims to be: kept on its quarantine row, so an
+            # erasure finds it (hospital_server.disposal), even when refused unverified.
+            named = {index: o.message.kid.hex()[:64] for index, o in opened.items()}
             if gateway_revoked:
                 # Decided after decryption (the standing comes in the same read as the
                 # credentials), answered as if before it: a revoked gateway's envelopes are
@@ -290,7 +293,18 @@ class Ingestor:
                         refused[index] = _R.GATEWAY_REVOKED
                 opened = {}
             for index, reason in sorted(refused.items()):
-                batch.rejected.append(_Rejected(index, reason, digests[index], envelopes[index]))
+                kid = named.get(index)
+                cred = creds.get(kid) if kid is not None else None
+                batch.rejected.append(
+                    _Rejected(
+                        index,
+                        reason,
+                        digests[index],
+                        _kept(envelopes[index], cred),
+                        cred.device_id if cred is not None else None,
+                        kid,
+                    )
+                )
             # Pass 2: signature, policy, enrollment, observations; then in-batch duplicates.
             seen: dict[tuple[str, int], str] = {}
             for index, envelope in opened.items():
@@ -301,12 +315,10 @@ class Ingestor:
                     )
                 except _Reject as rej:
                     cred = creds.get(rej.kid) if rej.kid is not None else None
-                    if cred is not None and cred.patient_status == PatientStatus.ERASED:
-                        # An erased patient's envelope still in some outbox: refused, and
-                        # not kept (the ingest key would open it: hospital_server.disposal).
-                        data = b""
                     batch.rejected.append(
-                        _Rejected(index, rej.reason, digest, data, rej.device_id, rej.kid)
+                        _Rejected(
+                            index, rej.reason, digest, _kept(data, cred), rej.device_id, rej.kid
+                        )
                     )
                     continue
                 accepted.sealed, accepted.sealed_digest = data, digest
@@ -510,6 +522,7 @@ class Ingestor:
             self._quarantine(session, gateway_id, batch.rejected)
 
     def _store(self, session: Session, gateway_id: str, batch: _Batch, *, careful: bool) -> None:
+        self._still_active(session, batch)
         keys = [(a.kid, a.seq) for a in batch.accepted]
         existing: dict[tuple[str, int], str] = {}
         known: set[tuple[str, str]] = set()
@@ -558,6 +571,44 @@ class Ingestor:
         envelopes_in, observations_in = self._inserters(connection.dialect)
         envelopes_in.insert(connection, envelope_rows)
         observations_in.insert(connection, observation_rows)
+
+    def _still_active(self, session: Session, batch: _Batch) -> None:
+        """Phase 1 read the patients' standing before this transaction (and the pipeline may
+        prepare a batch well before it commits): read it again here, locked until the commit
+        (an erasure locks the patient row for update first: hospital_server.disposal), and
+        refuse what belongs to a patient no longer active."""
+        patients = sorted({a.envelope["patient_id"] for a in batch.accepted})
+        if not patients:
+            return
+        rows = (
+            session.connection().execute(
+                sa_select(col(Patient.id), col(Patient.status))
+                .where(col(Patient.id).in_(patients))
+                .order_by(col(Patient.id))  # one lock order for every worker
+                # FOR KEY SHARE: the lock the readings' foreign keys take on these rows anyway
+                # (no new lock type, no contention between workers); it waits for an
+                # erasure's FOR UPDATE, and an erasure waits for it.
+                .with_for_update(read=True, key_share=True)
+            )
+        ).all()
+        standing: dict[str, str] = dict(rows)  # (id, status) rows
+        gone = {p for p in patients if standing.get(p) != PatientStatus.ACTIVE}
+        if not gone:
+            return
+        for acc in batch.accepted:
+            if acc.envelope["patient_id"] in gone:
+                erased = standing.get(acc.envelope["patient_id"]) == PatientStatus.ERASED
+                batch.rejected.append(
+                    _Rejected(
+                        acc.index,
+                        _R.NOT_ENROLLED,
+                        acc.sealed_digest,
+                        b"" if erased else acc.sealed,
+                        acc.device_id,
+                        acc.kid,
+                    )
+                )
+        batch.accepted = [a for a in batch.accepted if a.envelope["patient_id"] not in gone]
 
     def _stored(
         self, session: Session, keys: list[tuple[str, int]], pairs: set[tuple[str, str]]
@@ -649,6 +700,14 @@ class Ingestor:
     def _all_retry(self, count: int) -> list[EnvelopeResult]:
         self.metrics.envelopes.labels(outcome="retry_later").inc(count)
         return [EnvelopeResult.retry_later() for _ in range(count)]
+
+
+def _kept(sealed: bytes, cred: _Credential | None) -> bytes:
+    """What quarantine keeps of a refused envelope: all of it, except for an erased patient
+    (still in some outbox): the ingest key would open it (hospital_server.disposal)."""
+    if cred is not None and cred.patient_status == PatientStatus.ERASED:
+        return b""
+    return sealed
 
 
 def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]:

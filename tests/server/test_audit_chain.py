@@ -3,7 +3,9 @@ access to the database (and, where said, without the key file) would, on both ba
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -335,3 +337,86 @@ def test_a_head_row_that_does_not_name_the_last_entry_is_reported(
     assert _problems(verify(sessions, provider)) == [("head_mismatch", 3)]
     with sessions() as s, pytest.raises(RuntimeError, match="phd server migrate"):
         audit.record(s, "patient.read", actor="t")  # no head: refused, nothing forked
+
+
+def test_deleted_checkpoints_are_caught_only_by_a_copy_outside_the_database(
+    engine: Engine, sessions: SessionFactory, provider: LocalKeyFileProvider
+) -> None:
+    _record(sessions, 5)
+    made = checkpoint_now(sessions, provider)
+    assert made is not None
+    # Checkpoints deleted, the chain cut back to seq 2 and the head rewound to match:
+    _sql(engine, "DELETE FROM audit_checkpoint")
+    _sql(engine, "DELETE FROM audit_event WHERE seq > 2")
+    with sessions() as s:
+        second = s.exec(select(AuditEvent).where(AuditEvent.seq == 2)).one()
+    _sql(
+        engine,
+        "UPDATE audit_chain_head SET seq = 2, chain_hash = :h WHERE id = 1",
+        h=second.chain_hash,
+    )
+    assert verify(sessions, provider).intact  # the database alone cannot tell (docs/audit.md)
+    report = verify(sessions, provider, expect={made.seq: made.chain_hash})
+    assert _problems(report) == [("truncated", 2)]
+    # An anchor the chain reaches with another hash: rewritten.
+    report = verify(sessions, provider, expect={2: "00" * 32})
+    assert _problems(report) == [("anchor_mismatch", 2)]
+
+
+def test_bogus_rows_cannot_stop_checkpointing(
+    engine: Engine, sessions: SessionFactory, provider: LocalKeyFileProvider
+) -> None:
+    _record(sessions, 2)
+    future = utcnow() + timedelta(days=365)
+    with sessions() as s:  # a checkpoint far beyond the head, and a key from tomorrow
+        s.add(AuditCheckpoint(seq=10**12, chain_hash="00" * 32, at=future, kid="x", signature=b""))
+        s.add(
+            AuditSigningKey(
+                kid="planted",
+                public_pem=crypto.public_key_pem(crypto.generate_signing_key().public_key()),
+                private_wrapped=b"\x00" * 64,
+                kek_id=provider.current_kek_id,
+                created_at=future,
+            )
+        )
+        s.commit()
+    made = checkpoint_now(sessions, provider)
+    assert made is not None
+    assert made.kid != "planted"
+    problems = _problems(verify(sessions, provider))
+    assert ("checkpoint_invalid", 10**12) in problems  # and the planted row is reported
+
+
+def test_verify_reads_the_chain_as_it_stood_at_the_start(
+    sessions: SessionFactory, provider: LocalKeyFileProvider
+) -> None:
+    _record(sessions, 3)
+    appended: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if not appended:  # a server appends while the check runs
+            _record(sessions, 1, actor="late")
+            appended.append(done)
+
+    report = verify(sessions, provider, progress=progress)
+    assert report.intact, report.problems
+    assert report.head_seq == 3
+    assert verify(sessions, provider).head_seq == 4
+
+
+def test_verify_takes_anchors_from_the_logged_checkpoints(
+    dev_server: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with dev_session(dev_server) as s:
+        audit.record(s, "patient.read", actor="t", subject="p-1")
+        s.commit()
+    assert main(["audit", "--dev", "checkpoint"]) == 0
+    made = json.loads(capsys.readouterr().out)["checkpoint"]
+    log = dev_server / "server.log"
+    log.write_text(f"... audit checkpoint seq={made['seq']} hash={made['chain_hash']} kid=k\n")
+    assert main(["audit", "--dev", "verify", "--anchors", str(log)]) == 0
+    assert main(["audit", "--dev", "verify", "--expect", f"{made['seq']}:{'0' * 64}"]) == 1
+    assert "anchor_mismatch at seq 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # argparse: usage error, exit status 2
+        main(["audit", "--dev", "verify", "--expect", "1:xyz"])
+    assert refused.value.code == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 
 from hospital_server.app import create_app
-from hospital_server.auditlog import verify
+from hospital_server.auditlog import checkpoint_now, verify
 from hospital_server.disposal import (
     AlreadyErasedError,
     ErasureReason,
@@ -23,6 +24,7 @@ from hospital_server.disposal import (
     erase_patient,
 )
 from hospital_server.fieldcrypt import PatientKeys
+from hospital_server.gateways import revoke_gateway
 from hospital_server.keys import KeyUnavailableError, LocalKeyFileProvider
 from hospital_server.models import (
     AuditEvent,
@@ -291,3 +293,68 @@ def test_erase_and_dispose_commands(dev_server: Path, capsys: pytest.CaptureFixt
     assert "already erased" in capsys.readouterr().err
     assert main(["server", "--dev", "dispose"]) == 0
     assert "disposed: 0 envelopes" in capsys.readouterr().out
+
+
+def test_erasure_reaches_envelopes_a_revoked_gateway_relayed(world: World) -> None:
+    device = world.enroll(mrn="G-1")
+    with world.ctx.sessions() as s:
+        revoke_gateway(s, "gw-revoked", actor="admin")
+        s.commit()
+    before = world.seal(device)
+    with world.ctx.sessions() as s:
+        [result] = world.ingestor.process(s, "gw-revoked", [before])
+    assert result.reason is RejectReason.GATEWAY_REVOKED
+    with world.ctx.sessions() as s:  # refused unverified, but attributed to its credential
+        row = s.exec(select(Quarantine)).one()
+    assert (row.device_id, row.sealed) == (device.device_id, before)
+    with world.ctx.sessions() as s:
+        report = erase_patient(
+            s, world.ctx.keys, device.patient_id, actor="a", reason=ErasureReason.LEGAL_ORDER
+        )
+        s.commit()
+    assert report.quarantined == 1
+    assert _count(world, Quarantine) == 0
+    # After the erasure, the same path keeps nothing the ingest key could open.
+    with world.ctx.sessions() as s:
+        world.ingestor.process(s, "gw-revoked", [world.seal(device)])
+        assert s.exec(select(Quarantine.sealed)).one() == b""
+
+
+def test_a_batch_prepared_before_an_erasure_and_committed_after_stores_nothing(
+    world: World,
+) -> None:
+    device = world.enroll(mrn="P-1")
+    envelope = world.seal(device)
+    with world.ctx.sessions() as s:
+        prepared = world.ingestor.prepare(s, GW, [envelope])  # the pipeline's phase 1
+    with world.ctx.sessions() as s:
+        erase_patient(
+            s, world.ctx.keys, device.patient_id, actor="a", reason=ErasureReason.LEGAL_ORDER
+        )
+        s.commit()
+    with world.ctx.sessions() as s:
+        [result] = world.ingestor.commit(s, prepared)
+    assert (result.status, result.reason) == (AckStatus.REJECTED, RejectReason.NOT_ENROLLED)
+    for model in (IngestedEnvelope, Observation):
+        assert _count(world, model, patient_id=device.patient_id) == 0
+    with world.ctx.sessions() as s:
+        assert s.exec(select(Quarantine.sealed)).one() == b""
+
+
+def test_records_are_logged_at_the_default_log_level(
+    world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = world.enroll(mrn="Q-1")
+    # The server's default (phd_cli.main: the root logger at WARNING, its handler at any
+    # level): INFO lines of other loggers are dropped ...
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)
+    with world.ctx.sessions() as s:
+        erase_patient(
+            s, world.ctx.keys, device.patient_id, actor="a", reason=ErasureReason.LEGAL_ORDER
+        )
+        s.commit()
+    assert checkpoint_now(world.ctx.sessions, world.ctx.key_provider) is not None
+    records = [r.getMessage() for r in caplog.records if r.name == "phd.records"]
+    # ... except these two records, the copies outside the database.
+    assert records[0] == f"patient {device.patient_id} erased (legal_order)"
+    assert records[1].startswith("audit checkpoint seq=")
