@@ -31,10 +31,12 @@ import csv
 import enum
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
 import secrets
+import stat
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -50,7 +52,7 @@ from sqlmodel import Session, col, select
 
 from hospital_server import audit
 from hospital_server.clinical import MAX_PAGE, ReadingQuery, StoredReading, read_observations
-from hospital_server.db import SessionFactory
+from hospital_server.db import READ_ONLY, SessionFactory
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.keys import KeyProvider, WrappedKey
 from hospital_server.models import (
@@ -211,85 +213,95 @@ def run_export(
     export_id = str(uuid.uuid4())
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     out_dir = out_dir.resolve()  # recorded as is: destroy must find it from any directory
+    owner = out_dir.stat()
+    if owner.st_mode & 0o022 or owner.st_uid != os.geteuid():
+        raise ExportError("unsafe_directory")  # others could plant or swap files in it
     csv_path, manifest_path = out_dir / f"{export_id}.csv", out_dir / f"{export_id}.manifest.json"
-    partial = csv_path.with_name(csv_path.name + ".part")
-    hasher, count = hashlib.sha256(), 0
+    parts = [_part(csv_path), _part(manifest_path)]
     try:
-        with _private_file(partial) as handle:
-            writer = _HashingWriter(handle, hasher)
-            table = csv.DictWriter(
-                writer, fieldnames=columns, extrasaction="raise", lineterminator="\n"
-            )
-            table.writeheader()
-            for patient_id in kept:
-                rows = _rows(
-                    sessions,
-                    patient_keys,
+        count, written = _write_csv(
+            parts[0],
+            columns,
+            (
+                (
                     patient_id,
-                    band=bands[patient_id],
-                    first=firsts[patient_id],
-                    secret=secret,
-                    profile=profile,
-                    kinds=kinds,
+                    _rows(
+                        sessions,
+                        patient_keys,
+                        patient_id,
+                        band=bands[patient_id],
+                        first=firsts[patient_id],
+                        secret=secret,
+                        profile=profile,
+                        kinds=kinds,
+                    ),
                 )
-                # Sorted by content within the patient (patients by pseudonym): no trace of
-                # storage order or of internal ids.
-                table.writerows(sorted(rows, key=lambda r: tuple(r[c] for c in columns)))
-                count += len(rows)
-        partial.rename(csv_path)  # complete, or not there at all
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    digest = hasher.hexdigest()
-    manifest = {
-        "format": "phd-research-export-v1",
-        "project_id": project_id,
-        "export_id": export_id,
-        "created_at": now.isoformat(),
-        "date_profile": profile.value,
-        "k_anonymity": k,
-        "columns": list(columns),
-        "rows": count,
-        "patients": len(kept),
-        "suppressed_patients": suppressed,
-        "csv_sha256": digest,
-    }
-    with sessions() as session:
-        kid, signature = EXPORT_KEYS.sign(
-            session, keys, lambda kid: manifest_message(manifest, kid), now=now
+                for patient_id in kept
+            ),
         )
-        signed = {
-            "manifest": manifest,
-            "kid": kid,
-            "signature": base64.b64encode(signature).decode(),
+        # A kept patient erased or gone between the band count and the read would leave a
+        # band below k: recount what was written, and refuse rather than publish it.
+        written_sizes = Counter(bands[p] for p in written)
+        if any(n < k for n in written_sizes.values()):
+            raise ExportError("cohort_changed")
+        digest = _sha256_file(parts[0])
+        manifest = {
+            "format": "phd-research-export-v1",
+            "project_id": project_id,
+            "export_id": export_id,
+            "created_at": now.isoformat(),
+            "date_profile": profile.value,
+            "k_anonymity": k,
+            "columns": list(columns),
+            "rows": count,
+            "patients": len(written),
+            "suppressed_patients": suppressed,
+            "csv_sha256": digest,
         }
-        _write_private(manifest_path, json.dumps(signed, indent=2, sort_keys=True).encode())
-        session.add(
-            ResearchExport(
-                id=export_id,
-                project_id=project_id,
-                created_by=actor,
-                created_at=now,
-                rows=count,
-                patients=len(kept),
-                suppressed_patients=suppressed,
-                path=str(csv_path),
-                sha256=digest,
+        with sessions() as session:
+            kid, signature = EXPORT_KEYS.sign(
+                session, keys, lambda kid: manifest_message(manifest, kid), now=now
             )
-        )
-        session.flush()
-        audit.record(
-            session,
-            "export.created",
-            actor=actor,
-            subject=export_id,
-            project=project_id,
-            rows=count,
-            patients=len(kept),
-            suppressed=suppressed,
-        )
-        session.commit()
-    return ExportResult(export_id, csv_path, manifest_path, count, len(kept), suppressed, digest)
+            signed = {
+                "manifest": manifest,
+                "kid": kid,
+                "signature": base64.b64encode(signature).decode(),
+            }
+            _write_private(parts[1], json.dumps(signed, indent=2, sort_keys=True).encode())
+            session.add(
+                ResearchExport(
+                    id=export_id,
+                    project_id=project_id,
+                    created_by=actor,
+                    created_at=now,
+                    rows=count,
+                    patients=len(written),
+                    suppressed_patients=suppressed,
+                    path=str(csv_path),
+                    sha256=digest,
+                )
+            )
+            session.flush()
+            audit.record(
+                session,
+                "export.created",
+                actor=actor,
+                subject=export_id,
+                project=project_id,
+                rows=count,
+                patients=len(written),
+                suppressed=suppressed,
+            )
+            session.commit()
+    except BaseException:
+        for path in parts:  # nothing recorded, so nothing may stay on disk
+            _shred(path)
+        raise
+    # Recorded: now the files take their names (a crash in between leaves .part files, which
+    # destroy_export also removes).
+    parts[0].rename(csv_path)
+    parts[1].rename(manifest_path)
+    return ExportResult(export_id, csv_path, manifest_path, count, len(written), suppressed, digest)
 
 
 def manifest_message(manifest: dict[str, Any], kid: str) -> bytes:
@@ -331,7 +343,11 @@ def destroy_export(session: Session, export_id: str, *, actor: str) -> bool:
     if export.destroyed_at is not None:
         return False
     csv_path = Path(export.path)
-    for path in (csv_path, csv_path.with_name(f"{export_id}.manifest.json")):
+    if csv_path.name != f"{export_id}.csv" or not csv_path.is_absolute():
+        raise ExportError("export_path_changed")  # the row was edited: touch nothing
+    manifest_path = csv_path.with_name(f"{export_id}.manifest.json")
+    _shred(csv_path, sha256=export.sha256)
+    for path in (manifest_path, _part(csv_path), _part(manifest_path)):
         _shred(path)
     export.destroyed_at = utcnow()
     session.add(export)
@@ -387,16 +403,24 @@ def _device_kinds(sessions: SessionFactory) -> dict[str, str]:
 def _readings(
     sessions: SessionFactory, keys: PatientKeys, patient_id: str
 ) -> Iterator[StoredReading]:
-    offset = 0
-    while True:
-        with sessions() as session:
+    """Every reading of the patient, page by page in one snapshot (REPEATABLE READ on
+    PostgreSQL, one read transaction on SQLite): readings committed meanwhile cannot shift
+    the pages and be read twice or skipped."""
+    with sessions() as session:
+        postgres = session.get_bind().dialect.name == "postgresql"
+        session.connection(execution_options=_SNAPSHOT if postgres else READ_ONLY)
+        offset = 0
+        while True:
             page, more = read_observations(
                 session, keys, patient_id, ReadingQuery(limit=MAX_PAGE, offset=offset)
             )
-        yield from page
-        if not more:
-            return
-        offset += MAX_PAGE
+            yield from page
+            if not more:
+                return
+            offset += MAX_PAGE
+
+
+_SNAPSHOT: dict[str, Any] = {"isolation_level": "REPEATABLE READ"}
 
 
 def _rows(
@@ -486,19 +510,6 @@ def _number(value: object) -> str:
     return str(value)
 
 
-class _HashingWriter:
-    """A text sink for csv that hashes and writes UTF-8 as it goes."""
-
-    def __init__(self, handle: BinaryIO, hasher: Any) -> None:
-        self._handle, self._hasher = handle, hasher
-
-    def write(self, text: str) -> int:
-        data = text.encode()
-        self._hasher.update(data)
-        self._handle.write(data)
-        return len(text)
-
-
 @contextmanager
 def _private_file(path: Path) -> Iterator[BinaryIO]:
     """A new file, 0600 from its creation, flushed to disk on success."""
@@ -509,22 +520,85 @@ def _private_file(path: Path) -> Iterator[BinaryIO]:
         os.fsync(handle.fileno())
 
 
+def _part(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _write_csv(
+    path: Path,
+    columns: tuple[str, ...],
+    patients: Iterable[tuple[str, list[dict[str, str]]]],
+) -> tuple[int, list[str]]:
+    """Write the header and each patient's rows, sorted by content (patients come in
+    pseudonym order): no trace of storage order or of internal ids. Returns the row count
+    and the patients that had rows."""
+    count, written = 0, []
+    with _private_file(path) as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        table = csv.DictWriter(text, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+        table.writeheader()
+        for patient_id, rows in patients:
+            if rows:
+                table.writerows(sorted(rows, key=lambda r: tuple(r[c] for c in columns)))
+                count += len(rows)
+                written.append(patient_id)
+        text.flush()
+        text.detach()
+    return count, written
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _write_private(path: Path, data: bytes) -> None:
     with _private_file(path) as handle:
         handle.write(data)
 
 
-def _shred(path: Path) -> None:
-    """Overwrite with zeros, then unlink (a best effort on journalling and copy-on-write file
-    systems: docs/export.md says what else destruction needs)."""
+def _shred(path: Path, *, sha256: str | None = None) -> None:
+    """Overwrite a file the export wrote with zeros, then unlink it (a best effort on
+    journalling and copy-on-write file systems: docs/export.md says what else destruction
+    needs).
+
+    Only ever overwrites a regular file with one link (and, given ``sha256``, only the
+    content the export wrote); anything else found under the name (a symbolic or hard link,
+    a replaced file) is unlinked without being written through, so a name planted in the
+    export directory cannot turn destruction against another file."""
     try:
-        size = path.stat().st_size
+        found = path.lstat()
     except FileNotFoundError:
         return
-    with path.open("r+b") as handle:
-        handle.write(b"\x00" * size)
-        handle.flush()
-        os.fsync(handle.fileno())
+    if stat.S_ISLNK(found.st_mode):
+        path.unlink()
+        return
+    if not stat.S_ISREG(found.st_mode):
+        raise ExportError("export_path_unsafe")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError as exc:  # swapped for a link since the lstat
+        raise ExportError("export_path_unsafe") from exc
+    with os.fdopen(fd, "r+b") as handle:
+        info = os.fstat(fd)
+        ours = stat.S_ISREG(info.st_mode) and info.st_nlink == 1
+        if ours and sha256 is not None:
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+            ours = digest.hexdigest() == sha256
+        if ours:
+            handle.seek(0)
+            remaining = info.st_size
+            while remaining:
+                step = min(1 << 20, remaining)
+                handle.write(b"\x00" * step)
+                remaining -= step
+            handle.flush()
+            os.fsync(fd)
     path.unlink()
 
 

@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from hospital_server.auditlog import verify
 from hospital_server.clinical import RecordIntegrityError
+from hospital_server.keys import KeyUnavailableError
 from hospital_server.models import (
     ConsentKind,
     Credential,
@@ -40,7 +41,7 @@ from hospital_server.research import (
     run_export,
     verify_manifest,
 )
-from hospital_server.signing_keys import EXPORT_KEYS
+from hospital_server.signing_keys import EXPORT_KEYS, SigningKeyStore
 from phd_cli.main import main
 from phd_protocol import crypto, mdc
 from phd_protocol.wire import AckStatus
@@ -304,3 +305,63 @@ def test_a_failed_export_leaves_no_file(world: World, tmp_path: Path) -> None:
         _export(world, project, tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
     assert audit_entries(world.ctx, "export.created") == []
+
+
+def test_destruction_never_writes_through_a_planted_name(world: World, tmp_path: Path) -> None:
+    for n in range(2):
+        _person(world, n, born=date(1970, 2, 2))
+    project = _project(world, DateProfile.SAFE_HARBOR, k=2)
+    precious = tmp_path / "server-keys.json"
+    precious.write_text("the key file")
+    hard, soft = (_export(world, project, tmp_path / d) for d in ("hard", "soft"))
+    hard.csv_path.unlink()
+    hard.csv_path.hardlink_to(precious)  # someone with access to the export directory
+    soft.csv_path.unlink()
+    soft.csv_path.symlink_to(precious)
+    with world.ctx.sessions() as s:
+        assert destroy_export(s, hard.export_id, actor="a")
+        assert destroy_export(s, soft.export_id, actor="a")
+        s.commit()
+    assert precious.read_text() == "the key file"  # unlinked, never overwritten
+    assert not hard.csv_path.exists()
+    assert not soft.csv_path.is_symlink()
+    # A row pointed at another file is refused outright.
+    again = _export(world, project, tmp_path / "third")
+    with world.ctx.sessions() as s:
+        row = s.get(ResearchExport, again.export_id)
+        assert row is not None
+        row.path = str(precious)
+        s.add(row)
+        s.commit()
+        with pytest.raises(ExportError, match="export_path_changed"):
+            destroy_export(s, again.export_id, actor="a")
+    assert precious.read_text() == "the key file"
+
+
+def test_an_export_that_fails_after_writing_leaves_nothing(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(2):
+        _person(world, n, born=date(1970, 2, 2))
+    project = _project(world, DateProfile.SAFE_HARBOR, k=2)
+
+    def unavailable(*_args: object, **_kwargs: object) -> tuple[str, bytes]:
+        raise KeyUnavailableError("the key service is down")
+
+    monkeypatch.setattr(SigningKeyStore, "sign", unavailable)  # after the CSV is written
+    with pytest.raises(KeyUnavailableError):
+        _export(world, project, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    with world.ctx.sessions() as s:
+        assert s.exec(select(ResearchExport)).first() is None
+
+
+def test_an_export_directory_others_may_write_is_refused(world: World, tmp_path: Path) -> None:
+    _person(world, 0, born=date(1970, 2, 2))
+    project = _project(world, DateProfile.SAFE_HARBOR, k=2)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ExportError, match="unsafe_directory"):
+        _export(world, project, shared)
+    assert list(shared.iterdir()) == []
