@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, context: ServerContext | None = None) -> F
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         every = settings.audit_checkpoint_seconds
         loop = (
-            asyncio.create_task(checkpoint_loop(ctx.sessions, ctx.key_provider, every))
+            asyncio.create_task(checkpoint_loop(ctx.sessions, ctx.key_provider, every, ctx.metrics))
             if every
             else None
         )

@@ -40,6 +40,7 @@ from sqlmodel import Session, col, select
 from hospital_server.audit import GENESIS, RECORDS, entry_hash
 from hospital_server.db import SessionFactory
 from hospital_server.keys import KeyProvider
+from hospital_server.metrics import ServerMetrics
 from hospital_server.models import (
     AuditChainHead,
     AuditCheckpoint,
@@ -120,17 +121,22 @@ def checkpoint_now(sessions: SessionFactory, keys: KeyProvider) -> Checkpoint | 
     return made
 
 
-async def checkpoint_loop(sessions: SessionFactory, keys: KeyProvider, every: float) -> None:
-    """Checkpoint every ``every`` seconds until cancelled (an API server's background task);
-    a failure is logged (its type only) and the next round tries again."""
+async def checkpoint_loop(
+    sessions: SessionFactory, keys: KeyProvider, every: float, metrics: ServerMetrics
+) -> None:
+    """Checkpoint every ``every`` seconds until cancelled (an API server's background task).
+    A failure is logged (its type only) and counted in ``phd_audit_checkpoints_total
+    {result="failed"}`` (alert on it: docs/OPERATIONS.md), and the next round tries again."""
     while True:
         await asyncio.sleep(every)
         try:
-            await asyncio.to_thread(checkpoint_now, sessions, keys)
+            made = await asyncio.to_thread(checkpoint_now, sessions, keys)
         except Exception as exc:  # noqa: BLE001 -- the server keeps serving; next round retries
-            log.warning(
-                "audit checkpoint failed (%s); retrying in %.0f s", type(exc).__name__, every
-            )
+            metrics.audit_checkpoints.labels(result="failed").inc()
+            name = type(exc).__name__
+            log.error("audit checkpoint failed (%s); retrying in %.0f s", name, every)
+            continue
+        metrics.audit_checkpoints.labels(result="signed" if made else "nothing_new").inc()
 
 
 # --------------------------------------------------------------------------- verify

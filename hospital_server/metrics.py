@@ -53,7 +53,15 @@ class ServerMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.audit_checkpoints = Counter(
+            "phd_audit_checkpoints",
+            "Audit checkpoint rounds of this server, by result (signed, nothing_new, failed)",
+            ["result"],
+            registry=self.registry,
+        )
         # Present every label from the start so dashboards and alerts see zeros, not gaps.
+        for result in ("signed", "nothing_new", "failed"):
+            self.audit_checkpoints.labels(result=result)
         for outcome in ("stored", "duplicate", "rejected", "retry_later"):
             self.envelopes.labels(outcome=outcome)
         for reason in RejectReason:

@@ -3,6 +3,8 @@ access to the database (and, where said, without the key file) would, on both ba
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 from datetime import timedelta
@@ -13,16 +15,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from hospital_server import audit
+from hospital_server import audit, auditlog
 from hospital_server.auditlog import (
     AuditReport,
     checkpoint,
+    checkpoint_loop,
     checkpoint_message,
     checkpoint_now,
     verify,
 )
 from hospital_server.db import SessionFactory, make_engine, make_session_factory
-from hospital_server.keys import LocalKeyFileProvider
+from hospital_server.keys import KeyUnavailableError, LocalKeyFileProvider
+from hospital_server.metrics import ServerMetrics
 from hospital_server.migrations import upgrade
 from hospital_server.models import AuditCheckpoint, AuditEvent, AuditSigningKey, utcnow
 from phd_cli.main import main
@@ -420,3 +424,35 @@ def test_verify_takes_anchors_from_the_logged_checkpoints(
     with pytest.raises(SystemExit) as refused:  # argparse: usage error, exit status 2
         main(["audit", "--dev", "verify", "--expect", "1:xyz"])
     assert refused.value.code == 2
+
+
+async def test_the_checkpoint_loop_counts_its_rounds(
+    sessions: SessionFactory, provider: LocalKeyFileProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await asyncio.to_thread(_record, sessions, 2)
+    metrics = ServerMetrics()
+
+    def count(result: str) -> float:
+        found = metrics.registry.get_sample_value("phd_audit_checkpoints_total", {"result": result})
+        return found or 0.0
+
+    async def rounds(n: int) -> None:
+        task = asyncio.create_task(checkpoint_loop(sessions, provider, 0.01, metrics))
+        for _ in range(1000):  # at most ten seconds
+            if sum(count(r) for r in ("signed", "nothing_new", "failed")) >= n:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    await rounds(2)
+    assert count("signed") == 1  # then nothing new to sign
+    assert count("nothing_new") >= 1
+
+    def broken(*_args: object) -> None:
+        raise KeyUnavailableError("the key file is gone")
+
+    monkeypatch.setattr(auditlog, "checkpoint_now", broken)
+    await rounds(4)
+    assert count("failed") >= 1  # counted (an alert), and the loop carries on
