@@ -27,25 +27,21 @@ destroys every export of an expired project. Each step is audited (``export.proj
 from __future__ import annotations
 
 import base64
-import csv
 import enum
 import hashlib
 import hmac
-import io
 import json
 import os
 import re
 import secrets
-import stat
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -53,6 +49,14 @@ from sqlmodel import Session, col, select
 from hospital_server import audit
 from hospital_server.clinical import MAX_PAGE, ReadingQuery, StoredReading, read_observations
 from hospital_server.db import READ_ONLY, SessionFactory
+from hospital_server.export_files import (
+    UnsafePathError,
+    part,
+    sha256_file,
+    shred,
+    write_csv,
+    write_private,
+)
 from hospital_server.fieldcrypt import PatientKeys
 from hospital_server.keys import KeyProvider, WrappedKey
 from hospital_server.models import (
@@ -217,9 +221,9 @@ def run_export(
     if owner.st_mode & 0o022 or owner.st_uid != os.geteuid():
         raise ExportError("unsafe_directory")  # others could plant or swap files in it
     csv_path, manifest_path = out_dir / f"{export_id}.csv", out_dir / f"{export_id}.manifest.json"
-    parts = [_part(csv_path), _part(manifest_path)]
+    parts = [part(csv_path), part(manifest_path)]
     try:
-        count, written = _write_csv(
+        count, written = write_csv(
             parts[0],
             columns,
             (
@@ -244,7 +248,7 @@ def run_export(
         written_sizes = Counter(bands[p] for p in written)
         if any(n < k for n in written_sizes.values()):
             raise ExportError("cohort_changed")
-        digest = _sha256_file(parts[0])
+        digest = sha256_file(parts[0])
         manifest = {
             "format": "phd-research-export-v1",
             "project_id": project_id,
@@ -267,7 +271,7 @@ def run_export(
                 "kid": kid,
                 "signature": base64.b64encode(signature).decode(),
             }
-            _write_private(parts[1], json.dumps(signed, indent=2, sort_keys=True).encode())
+            write_private(parts[1], json.dumps(signed, indent=2, sort_keys=True).encode())
             session.add(
                 ResearchExport(
                     id=export_id,
@@ -295,7 +299,7 @@ def run_export(
             session.commit()
     except BaseException:
         for path in parts:  # nothing recorded, so nothing may stay on disk
-            _shred(path)
+            shred(path)
         raise
     # Recorded: now the files take their names (a crash in between leaves .part files, which
     # destroy_export also removes).
@@ -346,9 +350,12 @@ def destroy_export(session: Session, export_id: str, *, actor: str) -> bool:
     if csv_path.name != f"{export_id}.csv" or not csv_path.is_absolute():
         raise ExportError("export_path_changed")  # the row was edited: touch nothing
     manifest_path = csv_path.with_name(f"{export_id}.manifest.json")
-    _shred(csv_path, sha256=export.sha256)
-    for path in (manifest_path, _part(csv_path), _part(manifest_path)):
-        _shred(path)
+    try:
+        shred(csv_path, sha256=export.sha256)
+        for path in (manifest_path, part(csv_path), part(manifest_path)):
+            shred(path)
+    except UnsafePathError as exc:
+        raise ExportError("export_path_unsafe") from exc
     export.destroyed_at = utcnow()
     session.add(export)
     session.flush()
@@ -508,98 +515,6 @@ def _number(value: object) -> str:
     if isinstance(value, SpecialValue) or value is None:
         return ""
     return str(value)
-
-
-@contextmanager
-def _private_file(path: Path) -> Iterator[BinaryIO]:
-    """A new file, 0600 from its creation, flushed to disk on success."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _part(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
-
-
-def _write_csv(
-    path: Path,
-    columns: tuple[str, ...],
-    patients: Iterable[tuple[str, list[dict[str, str]]]],
-) -> tuple[int, list[str]]:
-    """Write the header and each patient's rows, sorted by content (patients come in
-    pseudonym order): no trace of storage order or of internal ids. Returns the row count
-    and the patients that had rows."""
-    count, written = 0, []
-    with _private_file(path) as handle:
-        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
-        table = csv.DictWriter(text, fieldnames=columns, extrasaction="raise", lineterminator="\n")
-        table.writeheader()
-        for patient_id, rows in patients:
-            if rows:
-                table.writerows(sorted(rows, key=lambda r: tuple(r[c] for c in columns)))
-                count += len(rows)
-                written.append(patient_id)
-        text.flush()
-        text.detach()
-    return count, written
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    with _private_file(path) as handle:
-        handle.write(data)
-
-
-def _shred(path: Path, *, sha256: str | None = None) -> None:
-    """Overwrite a file the export wrote with zeros, then unlink it (a best effort on
-    journalling and copy-on-write file systems: docs/export.md says what else destruction
-    needs).
-
-    Only ever overwrites a regular file with one link (and, given ``sha256``, only the
-    content the export wrote); anything else found under the name (a symbolic or hard link,
-    a replaced file) is unlinked without being written through, so a name planted in the
-    export directory cannot turn destruction against another file."""
-    try:
-        found = path.lstat()
-    except FileNotFoundError:
-        return
-    if stat.S_ISLNK(found.st_mode):
-        path.unlink()
-        return
-    if not stat.S_ISREG(found.st_mode):
-        raise ExportError("export_path_unsafe")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
-    except OSError as exc:  # swapped for a link since the lstat
-        raise ExportError("export_path_unsafe") from exc
-    with os.fdopen(fd, "r+b") as handle:
-        info = os.fstat(fd)
-        ours = stat.S_ISREG(info.st_mode) and info.st_nlink == 1
-        if ours and sha256 is not None:
-            digest = hashlib.sha256()
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-            ours = digest.hexdigest() == sha256
-        if ours:
-            handle.seek(0)
-            remaining = info.st_size
-            while remaining:
-                step = min(1 << 20, remaining)
-                handle.write(b"\x00" * step)
-                remaining -= step
-            handle.flush()
-            os.fsync(fd)
-    path.unlink()
 
 
 def leaks(data: bytes, identifiers: Mapping[str, Iterable[str]]) -> list[str]:
