@@ -300,7 +300,7 @@ class Ingestor:
                         index,
                         reason,
                         digests[index],
-                        _kept(envelopes[index], cred),
+                        _kept(envelopes[index], cred.patient_status if cred else None),
                         cred.device_id if cred is not None else None,
                         kid,
                     )
@@ -317,7 +317,12 @@ class Ingestor:
                     cred = creds.get(rej.kid) if rej.kid is not None else None
                     batch.rejected.append(
                         _Rejected(
-                            index, rej.reason, digest, _kept(data, cred), rej.device_id, rej.kid
+                            index,
+                            rej.reason,
+                            digest,
+                            _kept(data, cred.patient_status if cred else None),
+                            rej.device_id,
+                            rej.kid,
                         )
                     )
                     continue
@@ -597,13 +602,12 @@ class Ingestor:
             return
         for acc in batch.accepted:
             if acc.envelope["patient_id"] in gone:
-                erased = standing.get(acc.envelope["patient_id"]) == PatientStatus.ERASED
                 batch.rejected.append(
                     _Rejected(
                         acc.index,
                         _R.NOT_ENROLLED,
                         acc.sealed_digest,
-                        b"" if erased else acc.sealed,
+                        _kept(acc.sealed, standing.get(acc.envelope["patient_id"])),
                         acc.device_id,
                         acc.kid,
                     )
@@ -702,12 +706,10 @@ class Ingestor:
         return [EnvelopeResult.retry_later() for _ in range(count)]
 
 
-def _kept(sealed: bytes, cred: _Credential | None) -> bytes:
+def _kept(sealed: bytes, patient_status: str | None) -> bytes:
     """What quarantine keeps of a refused envelope: all of it, except for an erased patient
     (still in some outbox): the ingest key would open it (hospital_server.disposal)."""
-    if cred is not None and cred.patient_status == PatientStatus.ERASED:
-        return b""
-    return sealed
+    return b"" if patient_status == PatientStatus.ERASED else sealed
 
 
 def _audit_row(rej: _Rejected, gateway_id: str, now: datetime) -> dict[str, Any]:
