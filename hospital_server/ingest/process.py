@@ -585,17 +585,7 @@ class Ingestor:
         patients = sorted({a.envelope["patient_id"] for a in batch.accepted})
         if not patients:
             return
-        rows = (
-            session.connection().execute(
-                sa_select(col(Patient.id), col(Patient.status))
-                .where(col(Patient.id).in_(patients))
-                .order_by(col(Patient.id))  # one lock order for every worker
-                # FOR KEY SHARE: the lock the readings' foreign keys take on these rows anyway
-                # (no new lock type, no contention between workers); it waits for an
-                # erasure's FOR UPDATE, and an erasure waits for it.
-                .with_for_update(read=True, key_share=True)
-            )
-        ).all()
+        rows = session.connection().execute(_STILL_ACTIVE, {"patients": patients}).all()
         standing: dict[str, str] = dict(rows)  # (id, status) rows
         gone = {p for p in patients if standing.get(p) != PatientStatus.ACTIVE}
         if not gone:
@@ -763,5 +753,15 @@ _STANDING = (
     .join(Device, col(Device.id) == col(Credential.device_id))
     .join(Patient, col(Patient.id) == col(Device.patient_id))
     .where(col(Credential.kid).in_(bindparam("kids", expanding=True)))
+)
+# Phase 2's re-read of the batch's patients (Ingestor._still_active).
+_STILL_ACTIVE = (
+    sa_select(col(Patient.id), col(Patient.status))
+    .where(col(Patient.id).in_(bindparam("patients", expanding=True)))
+    .order_by(col(Patient.id))  # one lock order for every worker
+    # FOR KEY SHARE: the lock the readings' foreign keys take on these rows anyway (no new
+    # lock type, no contention between workers); it waits for an erasure's FOR UPDATE, and an
+    # erasure waits for it.
+    .with_for_update(read=True, key_share=True)
 )
 _AUTOCOMMIT: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"}
