@@ -52,6 +52,10 @@ def test_a_batch_prepared_before_an_earlier_commit_sees_that_commit(world: World
     with world.ctx.sessions() as s:
         assert world.ingestor.commit(s, again) == [EnvelopeResult.duplicate()]
     assert _stored(world) == 1
+    # Each batch's write is timed once, the second one's careful pass included.
+    registry = world.ctx.metrics.registry
+    assert registry.get_sample_value("phd_ingest_write_seconds_count") == 2
+    assert (registry.get_sample_value("phd_ingest_write_seconds_sum") or 0) > 0
 
 
 def test_a_failure_in_the_committer_stops_the_pipeline(world: World) -> None:
