@@ -17,10 +17,10 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Seal-to-commit latency spans a direct path (tens of ms) and a gateway that was offline for
 # hours; buckets reach a day.
+_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
 # A batch's write (phase 2 and the commit): milliseconds normally, seconds when the disk or a
 # lock stalls it.
 _WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
-_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400)
 
 
 class ServerMetrics:

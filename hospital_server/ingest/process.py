@@ -249,8 +249,6 @@ class Ingestor:
             session.rollback()
             log.info("ingest batch conflict; retrying %d envelopes singly", len(envelopes))
             # (_commit, not commit: the batch's write is timed once, retries included.)
-            if len(envelopes) == 1:
-                return self._commit(session, self.prepare(session, gateway_id, envelopes))
             return [
                 self._commit(session, self.prepare(session, gateway_id, [e]))[0] for e in envelopes
             ]
