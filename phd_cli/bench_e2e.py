@@ -616,7 +616,8 @@ async def _bench(console: Any, quick: bool) -> list[BenchRow]:
         await _feed_closed_loop(paths.gateway_socket, [e for _d, _s, e in sealed])
         fed = time.time() - started
         commits = await _wait_committed(paths.database, wanted, stack, within=300)
-        cpu = sum(_cpu_seconds(v) - cpu_before[k] for k, v in pids.items())
+        cpu_by = {k: _cpu_seconds(v) - cpu_before[k] for k, v in pids.items()}
+        cpu = sum(cpu_by.values())
         rss = {k: _rss_mib(v) for k, v in pids.items()}
         max_rate = _middle_rate(commits)
         console.print(
@@ -691,6 +692,11 @@ async def _bench(console: Any, quick: bool) -> list[BenchRow]:
             cpu / (readings / 1000) if readings else float("nan"),
             "s",
         ),
+    ]
+    rows += [
+        BenchRow(PART, f"CPU s per 1,000 readings, {k}", v / (readings / 1000), "s")
+        for k, v in cpu_by.items()
+        if readings
     ]
     rows += [BenchRow(PART, f"resident memory {k}", v, "MiB") for k, v in rss.items()]
     return rows
