@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import time
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from hospital_server.models import (
     Patient,
     PatientCreate,
     PatientKey,
+    new_ids,
 )
 from hospital_server.patients import (
     DuplicateMrnError,
@@ -284,4 +287,21 @@ def test_sqlite_commits_are_durable_against_power_loss(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
+        # statement journals (one per multi-row INSERT at ingest) kept off the disk
+        assert conn.execute(text("PRAGMA temp_store")).scalar() == 2
     engine.dispose()
+
+
+def test_ingest_row_ids_are_time_ordered_uuid7_and_unique() -> None:
+    before = time.time_ns() // 1_000_000
+    first = new_ids(200)
+    time.sleep(0.002)
+    later = new_ids(3)
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(i) for i in first + later]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert len(set(first + later)) == 203  # 74 random bits each
+    stamps = [int.from_bytes(u.bytes[:6], "big") for u in parsed]
+    assert all(before <= s <= after for s in stamps)
+    # the point of version 7: a later batch sorts after an earlier one (appends to the index)
+    assert max(first) < min(later)
