@@ -20,6 +20,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client import Counter
+
 from mobile_gateway.errors import OutboxError, OutboxFullError
 from mobile_gateway.metrics import GatewayMetrics
 from mobile_gateway.store import AsyncOutbox
@@ -61,6 +63,7 @@ class IngressServer:
         self._server: asyncio.base_events.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._connections = 0
+        self._counters: dict[IngressStatus, Counter] = {}  # metric children, looked up once
 
     async def start(self) -> None:
         await asyncio.to_thread(self._prepare_path)
@@ -107,40 +110,45 @@ class IngressServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            try:
-                async with asyncio.timeout(self._idle_timeout):
-                    header = await reader.readexactly(HEADER_SIZE)
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    await self._reply(writer, IngressStatus.MALFORMED, "truncated_header")
-                return
-            try:
-                length = parse_request_length(header)
-            except IngressError as exc:
-                reason = "too_large" if exc.status is IngressStatus.TOO_LARGE else "bad_length"
-                await self._reply(writer, exc.status, reason)
-                return
+            # One deadline per request (header and body): the idle timeout bounds how long a
+            # request may take to arrive, whatever it is split into.
             async with asyncio.timeout(self._idle_timeout):
+                try:
+                    header = await reader.readexactly(HEADER_SIZE)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        await self._reply(writer, IngressStatus.MALFORMED, "truncated_header")
+                    return
+                try:
+                    length = parse_request_length(header)
+                except IngressError as exc:
+                    reason = "too_large" if exc.status is IngressStatus.TOO_LARGE else "bad_length"
+                    await self._reply(writer, exc.status, reason)
+                    return
                 envelope = await reader.readexactly(length)
-            # Shielded: once we started storing, a cancelled handler (shutdown) must not leave
-            # the agent without an answer for an envelope that did get committed.
-            status, reason = await asyncio.shield(self._store(envelope))
+            # Shielded: once submitted, the envelope is committed even if this handler is
+            # cancelled (shutdown); the agent then gets no reply and sends it again, and the
+            # hospital deduplicates.
+            try:
+                await asyncio.shield(self._outbox.submit(envelope))
+            except OutboxFullError:
+                status, reason = IngressStatus.BUSY, "outbox_full"
+            except OutboxError:
+                log.exception("outbox write failed")
+                status, reason = IngressStatus.BUSY, "outbox_unavailable"
+            else:
+                self._on_accepted()
+                status, reason = IngressStatus.ACCEPTED, "stored"
             await self._reply(writer, status, reason)
-
-    async def _store(self, envelope: bytes) -> tuple[IngressStatus, str]:
-        try:
-            await self._outbox.put(envelope)
-        except OutboxFullError:
-            return IngressStatus.BUSY, "outbox_full"
-        except OutboxError:
-            log.exception("outbox write failed")
-            return IngressStatus.BUSY, "outbox_unavailable"
-        self._on_accepted()
-        return IngressStatus.ACCEPTED, "stored"
 
     async def _reply(
         self, writer: asyncio.StreamWriter, status: IngressStatus, reason: str
     ) -> None:
-        self._metrics.ingress.labels(status=status.name.lower()).inc()
+        counter = self._counters.get(status)
+        if counter is None:
+            counter = self._counters[status] = self._metrics.ingress.labels(
+                status=status.name.lower()
+            )
+        counter.inc()
         writer.write(encode_reply(IngressReply(status=status, reason=reason)))
         await writer.drain()

@@ -71,11 +71,18 @@ class AsyncOutbox:
 
     async def put(self, envelope: bytes) -> int:
         """Durably store one envelope; raises OutboxFullError when capacity refuses it."""
+        return await self.submit(envelope)
+
+    def submit(self, envelope: bytes) -> asyncio.Future[int]:
+        """Queue one envelope for the next group commit; the future resolves to its entry id
+        after the commit, or raises OutboxFullError / OutboxError. The envelope is stored
+        whether or not anyone still awaits the future (a plain future, no task per envelope:
+        ingress calls this once per request)."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiting.append((envelope, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="outbox-group-commit")
-        return await fut
+        return fut
 
     async def _flush(self) -> None:
         while self._waiting:

@@ -141,6 +141,15 @@ def test_illegal_moves_are_ignored(tmp_path: Path) -> None:
     box.put(b"a")
     assert box.settle([Settlement(entry_id=1, event=EntryEvent.RETRY)]) == 0
     assert (EntryState.DEAD, EntryEvent.STORED) not in TRANSITIONS
+    # ... and settle honours it: a dead entry acked "stored" with others stays dead, the
+    # others go, and the byte count follows exactly.
+    box.put_many([b"bb", b"ccc"])
+    box.claim(batch_id="b1", max_count=3, max_bytes=100)
+    box.settle([Settlement(entry_id=1, event=EntryEvent.REJECTED_PERMANENT, reason="x")])
+    changed = box.settle([Settlement(entry_id=i, event=EntryEvent.STORED) for i in (1, 2, 3, 99)])
+    assert changed == 2
+    assert [d.entry_id for d in box.dead_letters()] == [1]
+    assert (box.depth, box.bytes_queued, box.stats().done_total) == (0, 0, 2)
     with pytest.raises(ValueError, match="reason"):
         Settlement(entry_id=1, event=EntryEvent.REJECTED_PERMANENT)
     box.close()
