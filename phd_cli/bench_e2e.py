@@ -21,7 +21,8 @@ run``), in this order:
    (new rows polled every 10 ms); the stages are split as seal -> the gateway's "durably
    stored" reply, and seal -> ``received_at`` (when the worker took the batch);
 5. crypto ceiling: open + verify (HPKE, COSE, signature, certificate standing) per envelope,
-   one core, on the same envelopes.
+   one core, on the same envelopes; three passes before the maximum rate and three after,
+   the best counts.
 
 Targets (issue 8): end-to-end envelopes/s >= 50 % of the lower ceiling; p99 < 250 ms at half of
 the maximum rate. Everything measured is printed, misses included. This module must never
@@ -610,6 +611,12 @@ async def _bench(console: Any, quick: bool) -> list[BenchRow]:
             lambda: [_seal(devices[i % len(devices)], now_ms) for i in range(sizes.max_envelopes)]
         )
         wanted = {(d, s) for d, s, _e in sealed}
+        # The crypto ceiling is measured here (pipeline idle) and again after the maximum
+        # rate; the best pass counts. Three passes in a row can all land in one of this shared
+        # machine's slow spells (one run gave 2,074 env/s against 3,100 in the next ones,
+        # which flattered the ratio).
+        sample = [e for _d, _s, e in sealed[: min(1000, len(sealed))]]
+        crypto_early = await asyncio.to_thread(_crypto_ceiling, stack, devices, sample)
         pids = _children(stack)
         cpu_before = {k: _cpu_seconds(v) for k, v in pids.items()}
         started = time.time()
@@ -625,9 +632,10 @@ async def _bench(console: Any, quick: bool) -> list[BenchRow]:
             f"{max_rate:,.0f} env/s committed"
         )
 
-        # ---- crypto ceiling (the pipeline is idle now)
-        sample = [e for _d, _s, e in sealed[: min(1000, len(sealed))]]
-        crypto_env = await asyncio.to_thread(_crypto_ceiling, stack, devices, sample)
+        # ---- crypto ceiling again (the pipeline is idle now)
+        crypto_env = max(
+            crypto_early, await asyncio.to_thread(_crypto_ceiling, stack, devices, sample)
+        )
 
         # ---- latency at half the maximum rate (open loop), and at a tenth for context
         half = await _latency(stack, devices, max(1.0, max_rate / 2), sizes.half_seconds)
