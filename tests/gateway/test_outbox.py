@@ -141,6 +141,13 @@ def test_illegal_moves_are_ignored(tmp_path: Path) -> None:
     box.put(b"a")
     assert box.settle([Settlement(entry_id=1, event=EntryEvent.RETRY)]) == 0
     assert (EntryState.DEAD, EntryEvent.STORED) not in TRANSITIONS
+    # settle ends entries with one DELETE per ack: every event that ends one ends the same states
+    ending = {
+        ev: {st for (st, e), nxt in TRANSITIONS.items() if e is ev and nxt is EntryState.DONE}
+        for (_, ev), nxt in TRANSITIONS.items()
+        if nxt is EntryState.DONE
+    }
+    assert len({frozenset(states) for states in ending.values()}) == 1
     # ... and settle honours it: a dead entry acked "stored" with others stays dead, the
     # others go, and the byte count follows exactly.
     box.put_many([b"bb", b"ccc"])
