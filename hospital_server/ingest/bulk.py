@@ -66,7 +66,11 @@ class BulkInserter:
         """Insert ``rows`` in ``connection``'s transaction; a missing column is a KeyError."""
         if not rows:
             return
-        tuples = [self._values(row) for row in rows]
+        # A batch repeats its times (an envelope's receive time is every reading's, and its
+        # readings share their measurement time): convert each distinct value once per call.
+        # Bind processors are pure functions of the value; the processed columns are times.
+        memos: list[dict[Any, Any]] = [{} for _ in self._processors]
+        tuples = [self._values(row, memos) for row in rows]
         if self._postgres:
             self._copy(connection, tuples)
             return
@@ -84,12 +88,16 @@ class BulkInserter:
             sql = self._statements[rows] = self._insert + ", ".join([self._row_marks] * rows)
         return sql
 
-    def _values(self, row: dict[str, Any]) -> tuple[Any, ...]:
+    def _values(self, row: dict[str, Any], memos: list[dict[Any, Any]]) -> tuple[Any, ...]:
         got = self._get(row)
         values = list(got) if len(self._columns) > 1 else [got]  # itemgetter of one: a scalar
-        for at, proc in self._processors:
-            if values[at] is not None:
-                values[at] = proc(values[at])
+        for (at, proc), memo in zip(self._processors, memos, strict=True):
+            value = values[at]
+            if value is not None:
+                done = memo.get(value)
+                if done is None:
+                    done = memo[value] = proc(value)
+                values[at] = done
         return tuple(values)
 
     def _copy(self, connection: Connection, tuples: list[tuple[Any, ...]]) -> None:

@@ -153,6 +153,25 @@ class _Rejected:
     kid: str | None = None
 
 
+class _BatchKeys:
+    """Each patient's data key and content-MAC key, looked up once per batch (the key cache's
+    lock and the derivation cost more per envelope than the envelope's own encryption)."""
+
+    __slots__ = ("_found", "_keys", "_session")
+
+    def __init__(self, keys: PatientKeys, session: Session) -> None:
+        self._keys, self._session = keys, session
+        self._found: dict[str, tuple[bytes, bytes]] = {}
+
+    def __call__(self, patient_id: str) -> tuple[bytes, bytes]:
+        """(data key, content-MAC key) of ``patient_id``."""
+        found = self._found.get(patient_id)
+        if found is None:
+            dek = self._keys.get(self._session, patient_id)
+            found = self._found[patient_id] = (dek, content_mac_key(dek))
+        return found
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedBatch:
     """A batch after phase 1, ready for :meth:`Ingestor.commit`; opaque to callers."""
@@ -313,12 +332,11 @@ class Ingestor:
                 )
             # Pass 2: signature, policy, enrollment, observations; then in-batch duplicates.
             seen: dict[tuple[str, int], str] = {}
+            keys = _BatchKeys(self.keys, session)
             for index, envelope in opened.items():
                 data, digest = envelopes[index], digests[index]
                 try:
-                    accepted = self._check(
-                        session, index=index, opened=envelope, now=now, creds=creds
-                    )
+                    accepted = self._check(keys, index=index, opened=envelope, now=now, creds=creds)
                 except _Reject as rej:
                     cred = creds.get(rej.kid) if rej.kid is not None else None
                     batch.rejected.append(
@@ -355,7 +373,7 @@ class Ingestor:
 
     def _check(
         self,
-        session: Session,
+        keys: _BatchKeys,
         *,
         index: int,
         opened: OpenedEnvelope,
@@ -396,8 +414,9 @@ class Ingestor:
         # the signed content exactly (a re-seal of the same message gives the same digest).
         signed_digest = crypto.sha256(opened.signed).hex()
         return self._seal_rows(
-            session,
+            keys,
             index=index,
+            received=now,
             verified=verified,
             parsed=parsed,
             cred=cred,
@@ -408,9 +427,10 @@ class Ingestor:
 
     def _seal_rows(
         self,
-        session: Session,
+        keys: _BatchKeys,
         *,
         index: int,
+        received: datetime,
         verified: VerifiedEnvelope,
         parsed: list[WireObservation],
         cred: _Credential,
@@ -421,10 +441,8 @@ class Ingestor:
         payload = verified.payload
         patient_id, device_id = cred.patient_id, cred.device_id
         sealed_at = datetime.fromtimestamp(payload.ts / 1000, tz=UTC)
-        dek = self.keys.get(session, patient_id)
-        mac_key = content_mac_key(dek)
+        dek, mac_key = keys(patient_id)
         envelope_id, *row_ids = new_ids(1 + len(parsed))
-        received = self.clock()
         envelope = {
             "id": envelope_id,
             "device_id": device_id,

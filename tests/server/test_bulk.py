@@ -74,6 +74,25 @@ def test_a_naive_time_is_refused_not_guessed(sessions: SessionFactory) -> None:
         bulk.insert(s.connection(), [_row(1, received_at=T0.replace(tzinfo=None))])
 
 
+def test_repeated_times_convert_once_per_value_and_a_naive_twin_is_still_refused(
+    sessions: SessionFactory,
+) -> None:
+    # The inserter converts each distinct time once per call: the same instant given in two
+    # zones is one value (stored as that instant), and a naive time with the same wall clock
+    # as an aware one already converted is not taken for it.
+    bulk = _inserter(sessions)
+    east = T0.astimezone(timezone(timedelta(hours=5)))
+    with sessions() as s:
+        bulk.insert(s.connection(), [_row(1, received_at=T0), _row(2, received_at=east)])
+        s.commit()
+    with sessions() as s:
+        assert [q.received_at for q in s.exec(select(Quarantine))] == [T0, T0]
+    with sessions() as s, pytest.raises(ValueError, match="naive"):
+        bulk.insert(
+            s.connection(), [_row(3, received_at=T0), _row(4, received_at=T0.replace(tzinfo=None))]
+        )
+
+
 def test_a_missing_column_is_refused_before_anything_is_sent(sessions: SessionFactory) -> None:
     bulk = _inserter(sessions)
     row = _row(1)
