@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +87,150 @@ def test_required_secrets_have_no_defaults(compose: dict[str, Any]) -> None:
         assert all(u.startswith(":?") for u in uses), f"{secret} must be ${{{secret}:?...}}"
 
 
+ONE_SHOTS = {"init", "migrate", "admin"}
+LONG_RUNNING_RESTARTS = {"unless-stopped", "always", "on-failure"}
+
+
+def _condition(service: dict[str, Any], dependency: str) -> str | None:
+    entry = (service.get("depends_on") or {}).get(dependency)
+    return None if entry is None else str(entry["condition"])
+
+
+def _ingest_workers(services: dict[str, Any]) -> list[str]:
+    return [
+        n for n, s in services.items() if list(s.get("command") or [])[:2] == ["server", "ingest"]
+    ]
+
+
+def _python_probe(service: dict[str, Any]) -> str:
+    """The code of a ``["CMD", "python", "-c", CODE]`` healthcheck."""
+    test = service["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    assert len(test) == 4, test
+    return str(test[3])
+
+
+def test_one_shots_are_exactly_the_setup_steps(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {n for n, s in services.items() if s.get("restart") == "no"} == ONE_SHOTS
+    # A service awaited to complete must be one that ends, or its dependents never start.
+    for name, service in services.items():
+        for dep in service.get("depends_on") or {}:
+            if _condition(service, dep) == "service_completed_successfully":
+                assert dep in ONE_SHOTS, f"{name} waits for {dep} to exit, but it runs forever"
+
+
 def test_long_running_services_restart_and_are_health_checked(compose: dict[str, Any]) -> None:
-    for name in ("postgres", "mosquitto", "server", "gateway"):
-        service = compose["services"][name]
-        assert "healthcheck" in service, name
-        assert service.get("restart") in {"unless-stopped", "always"}, name
+    services = compose["services"]
+    long_running = set(services) - ONE_SHOTS
+    assert {"postgres", "mosquitto", "server", "gateway", "devices"} <= long_running
+    assert len(_ingest_workers(services)) >= 2
+    for name in long_running:
+        service = services[name]
+        assert service.get("restart") in LONG_RUNNING_RESTARTS, name
+        check = service.get("healthcheck")
+        assert check is not None, f"{name} runs forever but has no healthcheck"
+        assert check.get("disable") is not True, name
+        assert check["test"][0] in {"CMD", "CMD-SHELL"}, name
+        assert {"interval", "timeout", "retries"} <= set(check), name
+
+
+def test_python_healthchecks_compile(compose: dict[str, Any]) -> None:
+    probes = {
+        name: _python_probe(s)
+        for name, s in compose["services"].items()
+        if s.get("healthcheck", {}).get("test", [])[1:2] == ["python"]
+    }
+    assert {"server", "gateway", "devices", *_ingest_workers(compose["services"])} <= set(probes)
+    for name, code in probes.items():
+        compile(code, f"<healthcheck of {name}>", "exec")  # a SyntaxError fails the test
+
+
+def test_server_and_ingest_workers_wait_for_migrate_and_healthy_stores(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert _condition(services["migrate"], "postgres") == "service_healthy"
+    assert _condition(services["migrate"], "init") == "service_completed_successfully"
+    for name in ("server", *_ingest_workers(services)):
+        service = services[name]
+        assert _condition(service, "migrate") == "service_completed_successfully", name
+        assert _condition(service, "postgres") == "service_healthy", name
+        assert _condition(service, "mosquitto") == "service_healthy", name
+
+
+def test_gateway_and_devices_start_after_what_they_need(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert _condition(services["mosquitto"], "init") == "service_completed_successfully"
+    assert _condition(services["admin"], "migrate") == "service_completed_successfully"
+    assert _condition(services["gateway"], "mosquitto") == "service_healthy"
+    devices = services["devices"]
+    assert _condition(devices, "server") == "service_healthy"  # enrollment goes through the API
+    assert _condition(devices, "gateway") == "service_healthy"  # the agent hands off to it
+    assert _condition(devices, "admin") == "service_completed_successfully"  # logs in as admin
+    # The agent's --gateway socket is the gateway's --socket, on a volume both mount.
+    gateway_cmd = services["gateway"]["command"]
+    socket_path = gateway_cmd[gateway_cmd.index("--socket") + 1]
+    assert f"--gateway {socket_path}" in devices["command"][0]
+    shared = {str(v).split(":")[0] for v in services["gateway"]["volumes"]} & {
+        str(v).split(":")[0] for v in devices["volumes"]
+    }
+    assert "ingress" in shared
+
+
+def _run_probe(code: str) -> int:
+    return subprocess.run([sys.executable, "-c", code], check=False, timeout=30).returncode
+
+
+def test_ingest_healthcheck_wants_an_established_connection_to_the_broker(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    services = compose["services"]
+    workers = _ingest_workers(services)
+    code = _python_probe(services[workers[0]])
+    assert all(_python_probe(services[w]) == code for w in workers)
+    port = int(services[workers[0]]["environment"]["PHD_SERVER_MQTT_PORT"])
+    assert f"':{port:04X}'" in code  # /proc/net/tcp writes ports in upper-case hex
+    assert code.count("/proc/net/tcp") == 2  # tcp and tcp6
+    code = code.replace("/proc/net/tcp", str(tmp_path / "tcp"))
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
+    listen = f"   0: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000\n"
+    other = "   1: 0300130A:A1B2 0200130A:1538 01 00000000:00000000 00:00000000\n"
+    closing = f"   2: 0300130A:A1B4 0200130A:{port:04X} 08 00000000:00000000 00:00000000\n"
+    broker = f"   3: 0300130A:A1B3 0200130A:{port:04X} 01 00000000:00000000 00:00000000\n"
+
+    (tmp_path / "tcp").write_text(head + listen + other + closing, encoding="ascii")
+    assert _run_probe(code) == 1  # listening, postgres, closing: not connected to the broker
+    (tmp_path / "tcp6").write_text(head + broker.replace("0300130A", "0" * 32), encoding="ascii")
+    assert _run_probe(code) == 0  # over IPv6
+    (tmp_path / "tcp6").unlink()
+    (tmp_path / "tcp").write_text(head + other + broker, encoding="ascii")
+    assert _run_probe(code) == 0  # over IPv4, no tcp6 file
+
+
+def test_devices_healthcheck_wants_enrollment_done_and_the_agent_running(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    devices = compose["services"]["devices"]
+    code = _python_probe(devices)
+    home = "/var/lib/phd-agent"
+    assert f"exec phd agent run --virtual --home {home} " in devices["command"][0]
+    assert f"agent-home:{home}" in devices["volumes"]
+    assert "init" not in devices  # with an init process, PID 1 would not be the agent
+    assert code.count("/proc/1/cmdline") == 1
+    assert code.count(home) == 1
+    code = code.replace("/proc/1/cmdline", str(tmp_path / "cmdline"))
+    code = code.replace(home, str(tmp_path / "home"))
+    credential = tmp_path / "home" / "credentials" / "0b6f7a52"
+    credential.mkdir(parents=True)
+    # Still enrolling: PID 1 is the shell, whose script is one argument.
+    script = " ".join(devices["command"])
+    (tmp_path / "cmdline").write_bytes(f"/bin/sh\0-ec\0{script}\0".encode())
+    (credential / "state.json").write_text("{}", encoding="utf-8")
+    assert _run_probe(code) == 1
+    # exec'd: the console script runs under its interpreter.
+    argv = ["/opt/phd/bin/python", "/opt/phd/bin/phd", "agent", "run", "--virtual"]
+    (tmp_path / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    assert _run_probe(code) == 0
+    (credential / "state.json").unlink()  # running but nothing enrolled
+    assert _run_probe(code) == 1
