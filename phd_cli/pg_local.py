@@ -1,4 +1,7 @@
-"""A throwaway local PostgreSQL 15 cluster: initdb in a temp dir, pg_ctl on a loopback port.
+"""A throwaway local PostgreSQL cluster: initdb in a temp dir, pg_ctl on a loopback port.
+
+The server binaries are the newest installed under /usr/lib/postgresql/VERSION/bin (Debian's
+layout, whatever major version its ``postgresql`` package brings), else ``pg_config --bindir``.
 
 Used by the test suite (tests/pg_fixtures.py) and by ``phd bench ingest``. PostgreSQL refuses
 to run as root, so when we are root the binaries run as the ``postgres`` system user via
@@ -14,13 +17,63 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-__all__ = ["PG_BIN", "PostgresServer", "start_postgres", "stop_postgres"]
+__all__ = ["PostgresServer", "newest_server_bindir", "pg_bindir", "start_postgres", "stop_postgres"]
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+_SERVER_TOOLS = ("initdb", "pg_ctl")
 _SUPERUSER = "phd"
+_NOT_FOUND = (
+    "no PostgreSQL server found (initdb and pg_ctl under {root}/VERSION/bin or in "
+    "`pg_config --bindir`): apt-get install -y postgresql (scripts/setup.sh does it)"
+)
+
+
+def _major(bindir: Path) -> tuple[int, ...] | None:
+    """(16,) for .../16/bin, (9, 6) for .../9.6/bin; None when the name is not a version."""
+    parts = bindir.parent.name.split(".")
+    return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
+
+
+def newest_server_bindir(bindirs: Iterable[Path]) -> Path | None:
+    """The ``VERSION/bin`` directory of the highest version among ``bindirs``, if any has one.
+
+    Pure: it reads version numbers from the paths only (callers pass directories that hold the
+    server tools). Versions compare as numbers, so 10 is newer than 9.6.
+    """
+    versioned = [(v, d) for d in bindirs if (v := _major(d)) is not None]
+    return max(versioned)[1] if versioned else None
+
+
+def _has_server_tools(bindir: Path) -> bool:
+    return all((bindir / tool).is_file() for tool in _SERVER_TOOLS)
+
+
+def _pg_config_bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    result = subprocess.run(  # noqa: S603 -- the pg_config found on PATH, fixed arguments
+        [pg_config, "--bindir"], check=False, capture_output=True, text=True
+    )
+    return Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else None
+
+
+@cache
+def pg_bindir() -> Path:
+    """Where initdb and pg_ctl are: newest Debian-layout install, else ``pg_config --bindir``."""
+    installed = [d for d in DEBIAN_ROOT.glob("*/bin") if _has_server_tools(d)]
+    newest = newest_server_bindir(installed)
+    if newest is not None:
+        return newest
+    fallback = _pg_config_bindir()  # libpq-dev's pg_config may exist without a server
+    if fallback is not None and _has_server_tools(fallback):
+        return fallback
+    raise RuntimeError(_NOT_FOUND.format(root=DEBIAN_ROOT))
 
 
 @dataclass(frozen=True)
@@ -66,10 +119,7 @@ def _as_postgres(*args: str) -> list[str]:
 
 def start_postgres(*, durable: bool = False) -> PostgresServer:
     """Start a cluster; ``durable`` keeps PostgreSQL's default fsync/commit settings (bench)."""
-    if not (PG_BIN / "initdb").exists():
-        raise RuntimeError(
-            "PostgreSQL 15 is not installed: apt-get install -y postgresql (see README, make test)"
-        )
+    bindir = pg_bindir()
     base = Path(tempfile.mkdtemp(prefix="phd-pg-"))
     datadir = base / "data"
     password = secrets.token_hex(16)
@@ -81,7 +131,7 @@ def start_postgres(*, durable: bool = False) -> PostgresServer:
     base.chmod(0o700)
     subprocess.run(  # noqa: S603 -- fixed binary path, arguments built here
         _as_postgres(
-            str(PG_BIN / "initdb"),
+            str(bindir / "initdb"),
             "-D",
             str(datadir),
             "-U",
@@ -108,7 +158,7 @@ def start_postgres(*, durable: bool = False) -> PostgresServer:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(  # noqa: S603 -- fixed binary path, arguments built here
         _as_postgres(
-            str(PG_BIN / "pg_ctl"),
+            str(bindir / "pg_ctl"),
             "-D",
             str(datadir),
             "-o",
@@ -128,7 +178,7 @@ def start_postgres(*, durable: bool = False) -> PostgresServer:
 
 def stop_postgres(server: PostgresServer) -> None:
     subprocess.run(  # noqa: S603 -- fixed binary path, arguments built here
-        _as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(server.datadir), "-m", "fast", "stop"),
+        _as_postgres(str(pg_bindir() / "pg_ctl"), "-D", str(server.datadir), "-m", "fast", "stop"),
         check=False,
         capture_output=True,
     )

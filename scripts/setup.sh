@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_ctrl >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# PostgreSQL: Debian's `postgresql` package brings its current major version; the tests and
+# `phd bench ingest` use the newest server with initdb and pg_ctl under
+# /usr/lib/postgresql/VERSION/bin (phd_cli/pg_local.py), so any version found there will do.
+pg_server=no
+for bindir in /usr/lib/postgresql/*/bin; do
+  if [ -x "$bindir/initdb" ] && [ -x "$bindir/pg_ctl" ]; then pg_server=yes; fi
+done
+[ "$pg_server" = yes ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
   sudo_cmd=""
