@@ -21,10 +21,11 @@ import contextlib
 import logging
 import random
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from bumble import att
@@ -119,6 +120,10 @@ class VirtualPhd(abc.ABC):
     model: ClassVar[str]
     has_display: ClassVar[bool] = False
     cts_writable: ClassVar[bool] = True
+    # Observations one value of each characteristic (16-bit UUID) becomes once the agent
+    # decodes it (phd_protocol.gatt ``to_observations``): what the hospital stores for it.
+    # Characteristics not listed (glucose context, RACP, clocks) carry none of their own.
+    observations_per_value: ClassVar[Mapping[int, int]] = MappingProxyType({})
 
     def __init__(
         self,
@@ -143,6 +148,7 @@ class VirtualPhd(abc.ABC):
         self.device: Device | None = None
         self.links: dict[Connection, _Link] = {}
         self.sent_total = 0
+        self.observations_sent = 0  # observations the values sent so far carry (see count())
         self.links_dropped = 0  # links this device dropped mid-transfer (Faults.disconnect_after)
         self._measurements_made = 0
         self._live: Characteristic[bytes] | None = None
@@ -313,11 +319,20 @@ class VirtualPhd(abc.ABC):
         cccd = self.device.gatt_server.subscribers.get(connection, {}).get(characteristic.handle)
         return bool(cccd) and cccd != b"\x00\x00"
 
-    async def send(self, link: _Link, characteristic: Characteristic[bytes], value: bytes) -> bool:
+    async def send(
+        self,
+        link: _Link,
+        characteristic: Characteristic[bytes],
+        value: bytes,
+        *,
+        repeat: bool = False,
+    ) -> bool:
         """Notify or indicate one value on one link; False once the link is gone.
 
         Applies the link-drop fault: after ``disconnect_after`` values the device drops the
-        link, as a PHD walking out of range mid-transfer does.
+        link, as a PHD walking out of range mid-transfer does. ``repeat``: the value is a
+        reading this device sent before (a stored record downloaded again), so its
+        observations are not counted a second time.
         """
         assert self.device is not None
         limit = self.faults.disconnect_after
@@ -333,7 +348,18 @@ class VirtualPhd(abc.ABC):
             await self.device.notify_subscriber(link.connection, characteristic, value)
         link.sent += 1
         self.sent_total += 1
+        if not repeat:
+            self.count(characteristic)
         return True
+
+    def count(self, characteristic: Characteristic[bytes]) -> None:
+        """Count the observations of one value sent on ``characteristic``.
+
+        A value the ``malformed_first`` fault truncated still counts: a measurement left the
+        device, and the agent's failure to decode it is a loss the demo's verdict must see.
+        """
+        uuid16 = int.from_bytes(characteristic.uuid.to_bytes(), "little")
+        self.observations_sent += self.observations_per_value.get(uuid16, 0)
 
     def maybe_malformed(self, value: bytes) -> bytes:
         self._measurements_made += 1
@@ -394,6 +420,9 @@ class BloodPressureMonitor(VirtualPhd):
     service_uuid = 0x1810
     model = "VBP-200"
     has_display = True
+    # A measurement: blood pressure (systolic, diastolic, mean as components) and pulse rate;
+    # an intermediate cuff pressure: the cuff pressure.
+    observations_per_value = MappingProxyType({0x2A35: 2, 0x2A36: 1})
 
     def services(self) -> Sequence[Service]:
         self.bpm = self.live_characteristic(self.secured_char(0x2A35, P.INDICATE))
@@ -418,7 +447,10 @@ class BloodPressureMonitor(VirtualPhd):
     async def device_send_icp(self, link: _Link, cuff: Sample, nan: Sample) -> None:
         value = fw.bp_measurement(systolic=cuff, diastolic=nan, mean=nan, when=None, pulse=None)
         assert self.device is not None
+        if not alive(link.connection):
+            return  # the link is gone: nothing leaves the device
         await self.device.notify_subscriber(link.connection, self.icp, value)
+        self.count(self.icp)
 
     def measure(self) -> bytes:
         rng = self.rng
@@ -446,6 +478,7 @@ class Thermometer(VirtualPhd):
     kind = "thermometer"
     service_uuid = 0x1809
     model = "VTH-10"
+    observations_per_value = MappingProxyType({0x2A1C: 1})
 
     def services(self) -> Sequence[Service]:
         measurement = self.live_characteristic(self.secured_char(0x2A1C, P.INDICATE))
@@ -462,6 +495,7 @@ class Scale(VirtualPhd):
     service_uuid = 0x181D
     model = "VWS-5"
     has_display = True
+    observations_per_value = MappingProxyType({0x2A9D: 3})  # weight, BMI, height
 
     def services(self) -> Sequence[Service]:
         measurement = self.live_characteristic(self.secured_char(0x2A9D, P.INDICATE))
@@ -483,6 +517,8 @@ class HeartRateSensor(VirtualPhd):
     service_uuid = 0x180D
     model = "VHR-1"
     cts_writable = False  # a chest strap has no clock worth setting (HRS has no time fields)
+    # Heart rate, and the RR intervals (one observation with a component per interval).
+    observations_per_value = MappingProxyType({0x2A37: 2})
 
     def services(self) -> Sequence[Service]:
         measurement = self.live_characteristic(self.secured_char(0x2A37, P.NOTIFY))
@@ -500,6 +536,7 @@ class PulseOximeter(VirtualPhd):
     service_uuid = 0x1822
     model = "VOX-3"
     has_display = True
+    observations_per_value = MappingProxyType({0x2A5E: 2, 0x2A5F: 2})  # SpO2 and pulse rate, each
 
     def services(self) -> Sequence[Service]:
         self.spot = self.live_characteristic(self.secured_char(0x2A5E, P.INDICATE))
@@ -555,6 +592,8 @@ class GlucoseMeter(VirtualPhd):
     service_uuid = 0x1808
     model = "VGM-7"
     has_display = True
+    # The concentration; the context's meal becomes a flag of it (no observation of its own).
+    observations_per_value = MappingProxyType({0x2A18: 1})
 
     def __init__(
         self,
@@ -589,6 +628,7 @@ class GlucoseMeter(VirtualPhd):
             for i in range(1, records + 1)
         ]
         self.record_interval = record_interval
+        self._sequences_sent: set[int] = set()  # records that left the device at least once
 
     def services(self) -> Sequence[Service]:
         self.measurement = self.secured_char(0x2A18, P.NOTIFY)
@@ -685,8 +725,11 @@ class GlucoseMeter(VirtualPhd):
                 base_time=record.base_time,
                 concentration=Sample(Decimal(record.mg_dl) * Decimal("1e-5"), -5),
             )
-            if not await self.send(link, self.measurement, self.maybe_malformed(measurement)):
+            again = record.sequence in self._sequences_sent
+            value = self.maybe_malformed(measurement)
+            if not await self.send(link, self.measurement, value, repeat=again):
                 return
+            self._sequences_sent.add(record.sequence)
             await self.device.notify_subscriber(
                 link.connection,
                 self.context,

@@ -2,11 +2,12 @@
 
 What it is for: ``Fleet`` starts one virtual PHD of each kind on a bumble radio and gives
 bleak the bumble backend (exactly what ``phd agent run --virtual`` does), so the demo can read
-each device's own count of values sent next to the agent's counts. ``enroll_all`` is the
-clinic workflow through the real server API as the bootstrap admin: a synthetic patient per
-device, collection consent, device registration (one-time code), then the agent's own
-enrollment client (key generated locally, CSR, chain checked against the pinned root) through
-``POST /api/v1/enroll``. ``run_agent`` runs the unchanged :class:`device_agent.agent.Agent`.
+each device's own count of values (and of the observations they carry) sent next to the
+agent's counts. ``enroll_all`` is the clinic workflow through the real server API as the
+bootstrap admin: a synthetic patient per device, collection consent, device registration
+(one-time code), then the agent's own enrollment client (key generated locally, CSR, chain
+checked against the pinned root) through ``POST /api/v1/enroll``. ``run_agent`` runs the
+unchanged :class:`device_agent.agent.Agent`.
 
 What it must never do: print or log patient names or MRNs (they exist only in request bodies
 to the server), or bypass the server to create a credential.
@@ -64,6 +65,13 @@ class Fleet:
     def sent(self) -> dict[str, int]:
         """Values each virtual PHD has notified or indicated so far, by device id."""
         by_address = {p.address: p.sent_total for p in self.phds}
+        return {e.device_id: by_address.get(e.address, 0) for e in self.enrolled}
+
+    def observations_sent(self) -> dict[str, int]:
+        """Observations the values each virtual PHD sent so far carry, by device id: what
+        the agent's decoder makes of them (``VirtualPhd.observations_per_value``), each
+        stored glucose record counted once however often it is downloaded."""
+        by_address = {p.address: p.observations_sent for p in self.phds}
         return {e.device_id: by_address.get(e.address, 0) for e in self.enrolled}
 
 

@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 from rich.console import Console
@@ -65,7 +66,7 @@ from phd_cli.demo.view import (
     summary_text,
 )
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["DemoOptions", "judge", "report_scripted", "run_demo"]
 
 TICK = 0.5
 
@@ -304,6 +305,27 @@ async def _demo(
         read_back = await fhir_counts(api, clinician, fleet.enrolled, verify=trust)
     # And the audit trail of all of it (enrollments, logins, reads): the chain recomputed.
     audit = await asyncio.to_thread(audit_trail, paths)
+    problems = judge(snapshot, read_back, audit)
+    fhir_read = sum(read_back.values())
+    if options.exit_after:
+        return report_scripted(
+            snapshot,
+            problems,
+            endpoints,
+            duration=options.duration,
+            fhir_read=fhir_read,
+            audit=audit,
+            out=sys.stdout,
+        )
+    console.print(summary_text(snapshot, problems, endpoints, fhir_read=fhir_read, audit=audit))
+    console.print("[bold]the server, broker and gateway stay up: press Ctrl-C to stop[/bold]")
+    while True:  # until Ctrl-C (KeyboardInterrupt) or SIGTERM (cancel)
+        supervisor.check()
+        await asyncio.sleep(1.0)
+
+
+def judge(snapshot: Snapshot, read_back: dict[str, int], audit: AuditState) -> list[str]:
+    """The run's problems: the verdict, the FHIR read-back per device, the audit trail."""
     problems = verdict(snapshot) + [
         f"device {d.device_id}: {read_back.get(d.device_id, 0)} of {d.observations} "
         "stored observations read back through /fhir"
@@ -312,24 +334,26 @@ async def _demo(
     ]
     if not audit.intact:
         problems.append(f"audit trail: {audit.problem_count} problems (phd audit verify)")
-    fhir_read = sum(read_back.values())
-    if options.exit_after:
-        doc = summary_json(
-            snapshot,
-            problems,
-            endpoints,
-            duration=options.duration,
-            fhir_read=fhir_read,
-            audit=audit,
-        )
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        sys.stdout.flush()
-        return 0 if not problems else 1
-    console.print(summary_text(snapshot, problems, endpoints, fhir_read=fhir_read, audit=audit))
-    console.print("[bold]the server, broker and gateway stay up: press Ctrl-C to stop[/bold]")
-    while True:  # until Ctrl-C (KeyboardInterrupt) or SIGTERM (cancel)
-        supervisor.check()
-        await asyncio.sleep(1.0)
+    return problems
+
+
+def report_scripted(
+    snapshot: Snapshot,
+    problems: list[str],
+    endpoints: Endpoints,
+    *,
+    duration: float,
+    fhir_read: int,
+    audit: AuditState,
+    out: TextIO,
+) -> int:
+    """``--exit``: the JSON summary (problems included) on ``out``; 0 only without problems."""
+    doc = summary_json(
+        snapshot, problems, endpoints, duration=duration, fhir_read=fhir_read, audit=audit
+    )
+    out.write(json.dumps(doc, indent=2) + "\n")
+    out.flush()
+    return 0 if not problems else 1
 
 
 def audit_trail(paths: setup.DemoPaths) -> AuditState:

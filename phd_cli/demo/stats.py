@@ -1,14 +1,16 @@
 """What the demo shows and judges: counts per device from each part, and the verdict.
 
 What it is for: :func:`collect` takes one snapshot from what each part exposes — each virtual
-PHD's count of values sent, the agent's session reports and spool, the gateway's outbox status
-(``mobile_gateway.status.read_status``, read-only), and the server database (SQLite opened
-read-only: envelopes, observations and quarantine rows per device). :func:`verdict` decides
-"every reading that left a virtual device was committed exactly once": every envelope the
-agent sealed is stored once at the hospital (distinct (device, seq) = rows = sealed), no
-duplicate observation, nothing rejected, quarantined, dead-lettered or still queued, and the
-agent read at least every value the devices sent (its count also has the glucose context and
-intermediate cuff pressure notifications that carry no observation of their own).
+PHD's count of values sent and of the observations they carry, the agent's session reports and
+spool, the gateway's outbox status (``mobile_gateway.status.read_status``, read-only), and the
+server database (SQLite opened read-only: envelopes, observations and quarantine rows per
+device). :func:`verdict` decides "every reading that left a virtual device was committed
+exactly once", end to end: the observations the devices sent are the distinct observations
+stored for them, the agent decoded every value it read, every envelope the agent sealed is
+stored once at the hospital (distinct (device, seq) = rows = sealed), no duplicate
+observation, nothing rejected, quarantined, dead-lettered or still queued, and the agent read
+at least every value the devices sent (its count also has the glucose context and
+intermediate cuff pressure notifications, which ``sent`` leaves out).
 
 What it must never do: read a value column (only ids and counts; the values are encrypted
 anyway), or write to any database.
@@ -42,11 +44,14 @@ __all__ = [
 class DeviceCounts:
     device_id: str
     kind: str
-    sent: int = 0  # values the virtual PHD notified/indicated
+    sent: int = 0  # measurement values the virtual PHD notified/indicated
+    emitted_observations: int = 0  # observations those values (and cuff pressures) carry
     read: int = 0  # values the agent received (sessions finished)
-    undecodable: int = 0
-    sealed: int = 0  # envelopes sealed by the agent
+    undecodable: int = 0  # values the agent read but could not decode
+    sealed: int = 0  # envelopes sealed by the agent (sessions finished)
     spooled: int = 0  # envelopes still in the agent's spool
+    refused: int = 0  # envelopes the gateway refused (moved to the spool's rejected/)
+    relayed: int = 0  # envelopes the gateway durably accepted: sealed - spooled - refused
     committed: int = 0  # distinct (device, seq) envelopes stored at the hospital
     envelope_rows: int = 0
     sealed_observations: int = 0  # observations the committed envelopes carried
@@ -87,8 +92,11 @@ class Snapshot:
     def totals(self) -> dict[str, int]:
         keys = (
             "sent",
+            "emitted_observations",
             "read",
+            "undecodable",
             "sealed",
+            "relayed",
             "committed",
             "sealed_observations",
             "observations",
@@ -107,6 +115,7 @@ class Snapshot:
 
 
 def _spool_counts(spool_dir: Path) -> dict[str, int]:
+    """Envelope files per device id in one spool directory (its ``rejected/`` for refusals)."""
     counts: dict[str, int] = {}
     if not spool_dir.is_dir():
         return counts
@@ -203,18 +212,30 @@ def parse_server_metrics(text: str) -> IngestCounts:
 def collect(fleet: Fleet, agent: Agent | None, *, database: Path, outbox: Path) -> Snapshot:
     """One snapshot. Blocking (SQLite, directory listing): call it in a worker thread."""
     sent = fleet.sent()
+    emitted = fleet.observations_sent()
     spool = _spool_counts(agent.spool.dir) if agent is not None else {}
+    refused = _spool_counts(agent.spool.rejected_dir) if agent is not None else {}
     envelopes, observations, quarantine = _server_counts(database)
     snapshot = Snapshot(gateway=_gateway_counts(outbox))
     reports = list(agent.reports) if agent is not None else []
     for phd in fleet.enrolled:
-        d = DeviceCounts(device_id=phd.device_id, kind=phd.kind, sent=sent.get(phd.device_id, 0))
+        d = DeviceCounts(
+            device_id=phd.device_id,
+            kind=phd.kind,
+            sent=sent.get(phd.device_id, 0),
+            emitted_observations=emitted.get(phd.device_id, 0),
+        )
         for report in reports:
             if report.device_id == phd.device_id:
                 d.read += report.readings
                 d.undecodable += report.undecodable
                 d.sealed += report.envelopes
         d.spooled = spool.get(phd.device_id, 0)
+        d.refused = refused.get(phd.device_id, 0)
+        # An envelope leaves the spool only on the gateway's "accepted" reply (after its outbox
+        # commit) or, refused, into rejected/. A session's envelopes count as sealed when the
+        # session ends, so for a moment they can be spooled or handed over before that.
+        d.relayed = max(0, d.sealed - d.spooled - d.refused)
         d.envelope_rows, d.committed, d.sealed_observations = envelopes.get(
             phd.device_id, (0, 0, 0)
         )
@@ -227,18 +248,26 @@ def collect(fleet: Fleet, agent: Agent | None, *, database: Path, outbox: Path) 
 
 
 def settled(snapshot: Snapshot) -> bool:
-    """Nothing is on its way any more: spools and the outbox are empty and the hospital has
-    answered (stored or rejected) every envelope sealed."""
+    """Nothing is on its way any more: spools and the outbox are empty and every envelope
+    sealed was answered: stored or rejected by the hospital, or refused by the gateway."""
     gw = snapshot.gateway
     return (
         gw.queued == 0
         and gw.in_flight == 0
-        and all(d.spooled == 0 and d.committed + d.rejected >= d.sealed for d in snapshot.devices)
+        and all(
+            d.spooled == 0 and d.committed + d.rejected + d.refused >= d.sealed
+            for d in snapshot.devices
+        )
     )
 
 
 def verdict(snapshot: Snapshot) -> list[str]:
-    """Why the run is not "every reading committed exactly once"; empty when it is."""
+    """Why the run is not "every reading committed exactly once"; empty when it is.
+
+    End to end: what the virtual devices sent (their own count of the observations their
+    values carry) against what the hospital stored (distinct content ids), after the agent's
+    sessions have ended; then :func:`stored_once` for the envelopes in between.
+    """
     problems: list[str] = []
     if not snapshot.devices:
         problems.append("no device was enrolled")
@@ -248,6 +277,18 @@ def verdict(snapshot: Snapshot) -> list[str]:
             problems.append(f"{who}: nothing was read (sent {d.sent}, sealed {d.sealed})")
         if d.read < d.sent:
             problems.append(f"{who}: agent read {d.read} of {d.sent} values sent")
+        if d.undecodable:
+            problems.append(f"{who}: {d.undecodable} value(s) read could not be decoded")
+        if d.distinct_observations < d.emitted_observations:
+            problems.append(
+                f"{who}: {d.distinct_observations} of {d.emitted_observations} observations "
+                "sent by the device stored"
+            )
+        elif d.distinct_observations > d.emitted_observations:
+            problems.append(
+                f"{who}: {d.distinct_observations} observations stored, more than the "
+                f"{d.emitted_observations} the device sent"
+            )
     return problems + stored_once(snapshot)
 
 
@@ -271,6 +312,8 @@ def stored_once(snapshot: Snapshot) -> list[str]:
             )
         if d.spooled:
             problems.append(f"{who}: {d.spooled} envelope(s) still in the agent spool")
+        if d.refused:
+            problems.append(f"{who}: {d.refused} envelope(s) refused by the gateway")
         if d.rejected:
             problems.append(f"{who}: {d.rejected} envelope(s) rejected by the hospital")
     gw = snapshot.gateway

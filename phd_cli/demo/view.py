@@ -1,8 +1,9 @@
 """The demo's console output: the live table, the human summary and the JSON summary.
 
 What it is for: render a :class:`~phd_cli.demo.stats.Snapshot` as a rich table (one row per
-virtual PHD: sent, read, sealed, relayed, committed, rejected) while the demo runs, then a
-summary with where to look (API docs, metrics, database, login, logs).
+virtual PHD: values sent and read; envelopes sealed, relayed, committed and rejected;
+observations sent and stored) while the demo runs, then a summary with where to look (API
+docs, metrics, database, login, logs).
 
 What it must never do: show a value, a name, an MRN, a password or a TOTP secret (both are
 named by their files only); device ids and counts are all it prints.
@@ -21,7 +22,7 @@ from rich.text import Text
 
 from phd_cli.demo.stats import Snapshot
 
-__all__ = ["Endpoints", "live_table", "summary_json", "summary_text"]
+__all__ = ["LIVE_COLUMNS", "Endpoints", "live_table", "summary_json", "summary_text"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,32 +42,52 @@ class Endpoints:
     clinician_totp_file: Path | None = None
 
 
+LIVE_COLUMNS = (
+    "sent",
+    "read",
+    "sealed",
+    "relayed",
+    "committed",
+    "rejected",
+    "obs sent",
+    "obs stored",
+)
+LIVE_CAPTION = (
+    "values: sent by the PHD, read by the agent. envelopes: sealed by the agent, relayed = "
+    "durably accepted by the gateway, committed at the hospital, rejected by the gateway or "
+    "the hospital. obs: observations the PHD's values carry, stored at the hospital"
+)
+
+
 def live_table(snapshot: Snapshot, *, elapsed: float, duration: float, phase: str) -> Group:
     table = Table(
         title=f"phd demo: {phase} ({elapsed:.0f}/{duration:.0f} s)",
         box=box.SIMPLE_HEAD,
-        caption="sent/read: values over BLE; sealed/committed: envelopes; obs: observations",
+        caption=LIVE_CAPTION,
     )
     table.add_column("device")
     table.add_column("kind")
-    for col in ("sent", "read", "sealed", "committed", "obs", "rejected"):
+    for col in LIVE_COLUMNS:
         table.add_column(col, justify="right")
     for d in snapshot.devices:
+        rejected = d.rejected + d.refused
         table.add_row(
             d.device_id[:8],
             d.kind,
             str(d.sent),
             str(d.read),
             str(d.sealed),
+            str(d.relayed),
             str(d.committed),
+            Text(str(rejected), style="red" if rejected else ""),
+            str(d.emitted_observations),
             str(d.observations),
-            Text(str(d.rejected), style="red" if d.rejected else ""),
         )
     gw = snapshot.gateway
     spooled = sum(d.spooled for d in snapshot.devices)
     line = Text(
         f"agent spool {spooled}; gateway link {gw.link}, queued {gw.queued}, "
-        f"in flight {gw.in_flight}, relayed (acked) {gw.relayed}, dead {gw.dead}"
+        f"in flight {gw.in_flight}, acknowledged by the hospital {gw.relayed}, dead {gw.dead}"
     )
     ing = snapshot.ingest
     latency = (
@@ -152,9 +173,9 @@ def summary_text(
     else:
         head.append(
             f"every reading that left a virtual device was committed exactly once: "
-            f"{totals['sealed']} envelopes, {totals['observations']} observations from "
-            f"{len(snapshot.devices)} devices, 0 lost, 0 duplicated, "
-            f"{totals['rejected']} rejected\n",
+            f"{totals['emitted_observations']} observations sent by {len(snapshot.devices)} "
+            f"devices, {totals['observations']} stored from {totals['sealed']} envelopes, "
+            f"0 lost, 0 duplicated, {totals['rejected']} rejected\n",
             style="bold green",
         )
     where = Table.grid(padding=(0, 2))

@@ -83,7 +83,11 @@ def test_demo_commits_every_reading_exactly_once(tmp_path: Path) -> None:
         assert d["sealed"] > 0
         assert d["committed"] == d["sealed"] == d["envelope_rows"]
         assert d["observations"] == d["distinct_observations"] == d["sealed_observations"] > 0
-        assert d["spooled"] == 0
+        # End to end: what the device sent is what the hospital stored, all of it decoded.
+        assert d["distinct_observations"] == d["emitted_observations"], d["kind"]
+        assert d["undecodable"] == 0
+        assert d["relayed"] == d["sealed"]  # the gateway accepted every envelope sealed
+        assert d["spooled"] == d["refused"] == 0
         assert d["rejected"] == 0
     assert summary["gateway"]["queued"] == summary["gateway"]["in_flight"] == 0
     assert summary["gateway"]["dead"] == 0
