@@ -132,10 +132,15 @@ class Settings(BaseSettings):
         if self.profile == "dev":
             return self
         missing = [name for name in ("database_url", "key_file") if getattr(self, name) is None]
+        # The PKI directory holds the ingest HPKE key and the CA keys: the dev default (the
+        # development PKI in the source tree) must never be taken for the production one.
+        if "pki_dir" not in self.model_fields_set:
+            missing.append("pki_dir")
         if missing:
+            env = " / ".join(f"PHD_SERVER_{name.upper()}" for name in missing)
             raise ValueError(
                 f"profile 'prod' needs explicit settings for: {', '.join(missing)} "
-                "(set PHD_SERVER_DATABASE_URL / PHD_SERVER_KEY_FILE, or use profile 'dev')"
+                f"(set {env}, or use profile 'dev')"
             )
         return self
 

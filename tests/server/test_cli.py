@@ -122,7 +122,15 @@ def test_prod_profile_refuses_to_start_without_explicit_settings(
 
     from hospital_server.settings import Settings
 
-    monkeypatch.delenv("PHD_SERVER_DATABASE_URL", raising=False)
-    monkeypatch.delenv("PHD_SERVER_KEY_FILE", raising=False)
-    with pytest.raises(ValidationError, match="database_url"):
+    for name in ("DATABASE_URL", "KEY_FILE", "PKI_DIR", "PROFILE"):
+        monkeypatch.delenv(f"PHD_SERVER_{name}", raising=False)
+    with pytest.raises(ValidationError, match="database_url, key_file, pki_dir"):
         Settings()
+    # The PKI directory holds the ingest and CA keys: the dev PKI's default location is not
+    # taken for production's even when everything else is given.
+    monkeypatch.setenv("PHD_SERVER_DATABASE_URL", "sqlite:///x.db")
+    monkeypatch.setenv("PHD_SERVER_KEY_FILE", "/etc/phd/keys.json")
+    with pytest.raises(ValidationError, match="explicit settings for: pki_dir "):
+        Settings()
+    monkeypatch.setenv("PHD_SERVER_PKI_DIR", "/etc/phd/pki")
+    assert Settings().pki_dir == Path("/etc/phd/pki")
