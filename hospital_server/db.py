@@ -50,13 +50,17 @@ def normalise_url(url: str) -> str:
 
 def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = 30_000) -> Engine:
     """An engine for ``url``. ``lock_timeout_ms`` bounds how long a writer waits for a lock
-    before the driver raises (a transient error: ingest answers ``retry_later``)."""
+    before the driver raises (a transient error: ingest answers ``retry_later``).
+
+    Bound parameters are hidden from SQLAlchemy's logs and from the text of its errors: an
+    error logged anywhere (a traceback, the web server's log) then carries no value."""
     url = normalise_url(url)
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": lock_timeout_ms / 1000},
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over
@@ -70,6 +74,7 @@ def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = 30_000) 
             max_overflow=pool_size,
             pool_pre_ping=True,
             connect_args={"options": f"-c lock_timeout={lock_timeout_ms}"},
+            hide_parameters=True,
         )
     raise ValueError(f"unsupported database backend {backend!r}: use sqlite or postgresql")
 

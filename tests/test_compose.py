@@ -87,6 +87,13 @@ def test_required_secrets_have_no_defaults(compose: dict[str, Any]) -> None:
         assert all(u.startswith(":?") for u in uses), f"{secret} must be ${{{secret}:?...}}"
 
 
+def test_postgres_keeps_refused_rows_out_of_its_log(compose: dict[str, Any]) -> None:
+    # docs/SECURITY.md, "PHI in logs": a constraint violation's DETAIL would quote the row.
+    command = compose["services"]["postgres"]["command"]
+    assert command[0] == "postgres"
+    assert "log_error_verbosity=terse" in command
+
+
 ONE_SHOTS = {"init", "migrate", "admin"}
 LONG_RUNNING_RESTARTS = {"unless-stopped", "always", "on-failure"}
 
