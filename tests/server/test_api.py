@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from pathlib import Path
 
 import httpx
 from sqlmodel import select
@@ -63,6 +64,43 @@ async def test_readiness_fails_when_the_broker_is_unreachable(
     assert r.status_code == 503
     assert r.json()["broker"] == "unreachable"
     assert r.json()["database"] == "ok"
+
+
+async def test_readiness_fails_when_the_database_is_unreachable(
+    settings: Settings, context: ServerContext, tmp_path: Path
+) -> None:
+    import socket
+
+    from hospital_server.db import make_engine
+
+    if context.engine.dialect.name == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gone' / 'server.db'}"  # its directory does not exist
+    else:
+        with socket.socket() as sock:  # a port nobody listens on
+            sock.bind(("127.0.0.1", 0))
+            url = f"postgresql+psycopg://phd@127.0.0.1:{sock.getsockname()[1]}/phd"
+    engine = await asyncio.to_thread(make_engine, url)  # not on the event loop
+    ctx = ServerContext(
+        settings=settings,
+        engine=engine,
+        sessions=context.sessions,
+        key_provider=context.key_provider,
+        keys=context.keys,
+        metrics=context.metrics,
+        broker_probe=lambda: True,
+    )
+    app = create_app(settings, context=ctx)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://s"
+        ) as c:
+            r = await c.get("/readyz")
+            alive = await c.get("/healthz")  # liveness does not depend on the database
+    finally:
+        engine.dispose()
+    assert r.status_code == 503
+    assert r.json() == {"status": "not_ready", "database": "unreachable", "broker": "ok"}
+    assert alive.status_code == 200
 
 
 async def test_staff_endpoints_need_an_admin_bearer_token(
