@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hospital_server.context import ServerContext
+from hospital_server.db import check_database
+from hospital_server.ingest.health import HealthWriter, PoolHealth
 from hospital_server.ingest.keyring import load_keyring
 from hospital_server.ingest.mqtt import IngestMqtt, MqttError, MqttSettings, ingest_tls_context
 from hospital_server.ingest.process import Ingestor, IngestPolicy
@@ -47,6 +51,16 @@ class WorkerPool:
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     workers: dict[str, IngestWorker] = field(default_factory=dict)
+    health: HealthWriter | None = None
+
+    def connected(self, name: str) -> bool:
+        """Whether worker ``name`` holds a broker session now."""
+        worker = self.workers.get(name)
+        return (
+            worker is not None
+            and not worker.stop.is_set()
+            and not worker.mqtt.disconnected.is_set()
+        )
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self.stop.set()
@@ -55,6 +69,10 @@ class WorkerPool:
             worker.mqtt.close()
         for thread in self.threads:
             thread.join(timeout)
+        if self.health is not None:
+            self.health.thread.join(timeout)
+            # A stopped pool is unhealthy at once, not only once the file has aged.
+            self.health.path.unlink(missing_ok=True)
 
 
 def _serve(ctx: ServerContext, ingestor: Ingestor, name: str, pool: WorkerPool) -> None:
@@ -97,7 +115,15 @@ def _serve(ctx: ServerContext, ingestor: Ingestor, name: str, pool: WorkerPool) 
         mqtt.close()
 
 
-def start_workers(ctx: ServerContext, names: Sequence[str]) -> WorkerPool:
+def start_workers(
+    ctx: ServerContext,
+    names: Sequence[str],
+    *,
+    health_file: Path | None = None,
+    health_interval: float = 5.0,
+) -> WorkerPool:
+    """Start one thread per worker name; with ``health_file``, also keep that file current
+    (:mod:`hospital_server.ingest.health`)."""
     ingestor = build_ingestor(ctx)
     pool = WorkerPool()
     for name in names:
@@ -106,4 +132,16 @@ def start_workers(ctx: ServerContext, names: Sequence[str]) -> WorkerPool:
         )
         thread.start()
         pool.threads.append(thread)
+    if health_file is not None:
+
+        def snapshot() -> PoolHealth:
+            return PoolHealth(
+                at=time.time(),
+                database=check_database(ctx.engine),
+                workers={name: pool.connected(name) for name in names},
+                batches=sum(w.stats.batches for w in list(pool.workers.values())),
+            )
+
+        pool.health = HealthWriter(health_file, snapshot, pool.stop, interval=health_interval)
+        pool.health.start()
     return pool
