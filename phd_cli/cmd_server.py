@@ -16,6 +16,7 @@ import getpass
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from phd_cli import cmd_kek
@@ -96,6 +97,24 @@ def add_parser(sub: Any) -> None:
         metavar="NAME",
         help="ingest worker identity (repeatable; default ingest-1)",
     )
+    ingest.add_argument(
+        "--health-file",
+        type=Path,
+        metavar="PATH",
+        help="keep PATH current with the workers' health, for `phd server ingest-health`",
+    )
+    health = cmds.add_parser(
+        "ingest-health",
+        help="probe: exit 0 if an ingest pool's health file is fresh and all is connected",
+    )
+    health.add_argument("health_file", type=Path, metavar="PATH")
+    health.add_argument(
+        "--max-age",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="oldest acceptable health file (default 15; the pool rewrites it every 5)",
+    )
     for sp in (cmds.choices[name] for name in cmds.choices):
         sp.set_defaults(handler=_dispatch)
 
@@ -117,6 +136,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "erase-patient": _erase_patient,
         "run": _run,
         "ingest": _ingest,
+        "ingest-health": _ingest_health,
     }
     result: int = handlers[args.server_command](args)
     return result
@@ -410,7 +430,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from hospital_server.ingest.runner import start_workers
 
     ctx = _context(args)
-    pool = start_workers(ctx, args.worker or ["ingest-1"])
+    pool = start_workers(ctx, args.worker or ["ingest-1"], health_file=args.health_file)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_a: done.set())
     try:
@@ -421,3 +441,22 @@ def _ingest(args: argparse.Namespace) -> int:
         pool.shutdown()
         ctx.close()
     return 0
+
+
+def _ingest_health(args: argparse.Namespace) -> int:
+    """0 healthy, 1 not (each problem on stderr, so a probe's log says why)."""
+    import time
+
+    from rich.console import Console
+
+    from hospital_server.ingest.health import HealthFileError, judge, read_health
+
+    try:
+        problems = judge(read_health(args.health_file), now=time.time(), max_age=args.max_age)
+    except HealthFileError as exc:
+        problems = [f"{exc} ({args.health_file}): is `phd server ingest --health-file` running?"]
+    for problem in problems:
+        Console(stderr=True).print(f"[red]unhealthy:[/red] {problem}")
+    if not problems:
+        Console().print("ingest healthy")
+    return 1 if problems else 0

@@ -148,7 +148,7 @@ def test_python_healthchecks_compile(compose: dict[str, Any]) -> None:
         for name, s in compose["services"].items()
         if s.get("healthcheck", {}).get("test", [])[1:2] == ["python"]
     }
-    assert {"server", "gateway", "devices", *_ingest_workers(compose["services"])} <= set(probes)
+    assert {"server", "gateway", "devices"} <= set(probes)
     for name, code in probes.items():
         compile(code, f"<healthcheck of {name}>", "exec")  # a SyntaxError fails the test
 
@@ -189,30 +189,22 @@ def _run_probe(code: str) -> int:
     return subprocess.run([sys.executable, "-c", code], check=False, timeout=30).returncode
 
 
-def test_ingest_healthcheck_wants_an_established_connection_to_the_broker(
-    compose: dict[str, Any], tmp_path: Path
+def test_ingest_healthcheck_probes_the_health_file_each_worker_keeps(
+    compose: dict[str, Any],
 ) -> None:
+    # hospital_server/ingest/health.py: the pool writes the file, `phd server ingest-health`
+    # judges it (tests/server/test_ingest_health.py); here: every worker writes the file its
+    # own probe reads, and the probe is a command the CLI accepts.
     services = compose["services"]
-    workers = _ingest_workers(services)
-    code = _python_probe(services[workers[0]])
-    assert all(_python_probe(services[w]) == code for w in workers)
-    port = int(services[workers[0]]["environment"]["PHD_SERVER_MQTT_PORT"])
-    assert f"':{port:04X}'" in code  # /proc/net/tcp writes ports in upper-case hex
-    assert code.count("/proc/net/tcp") == 2  # tcp and tcp6
-    code = code.replace("/proc/net/tcp", str(tmp_path / "tcp"))
-    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
-    listen = f"   0: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000\n"
-    other = "   1: 0300130A:A1B2 0200130A:1538 01 00000000:00000000 00:00000000\n"
-    closing = f"   2: 0300130A:A1B4 0200130A:{port:04X} 08 00000000:00000000 00:00000000\n"
-    broker = f"   3: 0300130A:A1B3 0200130A:{port:04X} 01 00000000:00000000 00:00000000\n"
-
-    (tmp_path / "tcp").write_text(head + listen + other + closing, encoding="ascii")
-    assert _run_probe(code) == 1  # listening, postgres, closing: not connected to the broker
-    (tmp_path / "tcp6").write_text(head + broker.replace("0300130A", "0" * 32), encoding="ascii")
-    assert _run_probe(code) == 0  # over IPv6
-    (tmp_path / "tcp6").unlink()
-    (tmp_path / "tcp").write_text(head + other + broker, encoding="ascii")
-    assert _run_probe(code) == 0  # over IPv4, no tcp6 file
+    parser = build_parser()
+    for name in _ingest_workers(services):
+        service = services[name]
+        argv = list(service["command"])
+        written = argv[argv.index("--health-file") + 1]
+        probe = service["healthcheck"]["test"]
+        assert probe[:2] == ["CMD", "phd"]
+        assert probe[2:] == ["server", "ingest-health", written]
+        parser.parse_args(probe[2:])  # SystemExit (a failure) if refused
 
 
 def test_devices_healthcheck_wants_enrollment_done_and_the_agent_running(

@@ -132,3 +132,19 @@ def test_a_running_pool_reports_broker_and_database_and_a_stopped_one_leaves_no_
         pool.shutdown()
         broker.stop()
     assert not path.exists()
+
+
+def test_the_probe_command_exits_0_when_healthy_and_1_naming_the_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phd_cli.main import main
+
+    path = tmp_path / "health.json"
+    write_health(path, dataclasses.replace(HEALTHY, at=time.time()))
+    assert main(["server", "ingest-health", str(path)]) == 0
+    assert "ingest healthy" in capsys.readouterr().out
+    write_health(path, dataclasses.replace(HEALTHY, at=time.time() - 100))
+    assert main(["server", "ingest-health", str(path), "--max-age", "30"]) == 1
+    assert "100 s old (limit 30 s)" in capsys.readouterr().err
+    assert main(["server", "ingest-health", str(tmp_path / "absent.json")]) == 1
+    assert "--health-file" in capsys.readouterr().err
