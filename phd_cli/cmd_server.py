@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from phd_cli import cmd_kek
+from phd_cli import cmd_kek, cmd_quarantine
 
 
 def add_parser(sub: Any) -> None:
@@ -117,6 +117,7 @@ def add_parser(sub: Any) -> None:
     )
     for sp in (cmds.choices[name] for name in cmds.choices):
         sp.set_defaults(handler=_dispatch)
+    cmd_quarantine.add_parser(cmds, _settings)  # after the loop: it sets its own handler
 
 
 def _settings(args: argparse.Namespace) -> Any:
