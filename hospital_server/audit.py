@@ -49,6 +49,7 @@ EVENT_TYPES = frozenset(
         "device.revoked",
         "gateway.revoked",
         "ingest.rejected",
+        "quarantine.released",  # this project's addition (docs/OPERATIONS.md, quarantine)
         "consent.changed",
         "export.project",
         "export.created",
