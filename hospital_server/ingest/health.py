@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from hospital_server.pki.store import PUBLIC_MODE, write_atomic
 
 __all__ = [
     "HealthFileError",
@@ -55,15 +56,8 @@ class PoolHealth:
 
 def write_health(path: Path, health: PoolHealth) -> None:
     """Replace ``path`` atomically (write a sibling, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = json.dumps(health.to_json(), separators=(",", ":")).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+    write_atomic(path, data, mode=PUBLIC_MODE)
 
 
 class HealthFileError(ValueError):
