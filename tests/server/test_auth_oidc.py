@@ -103,7 +103,12 @@ def jwks_url(idp: IdentityProvider) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
             del format, args  # keep test output clean
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # Handler threads tracked, so server_close() joins them: no request's socket can
+        # outlive the fixture (an unclosed one is a ResourceWarning, an error here).
+        daemon_threads = False
+
+    server = Server(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
