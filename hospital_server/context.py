@@ -60,6 +60,10 @@ class ServerContext:
     metrics: ServerMetrics
     broker_probe: BrokerProbe
     revocations: Revocations | None = field(default=None)
+    # Set when ingest workers run in this process (``phd server run --worker``): whether every
+    # one of them holds a subscribed broker session, so /readyz is not ready before they can
+    # take envelopes (a TCP connection to the broker says nothing about that).
+    ingest_probe: Callable[[], bool] | None = field(default=None)
 
     @property
     def pki(self) -> PkiLayout:

@@ -12,6 +12,7 @@ because its owner must enroll it in an authenticator app.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import os
 import signal
@@ -403,6 +404,8 @@ def _run(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     pool = start_workers(ctx, args.worker) if args.worker else None
+    if pool is not None:  # not ready until the workers can take envelopes
+        ctx = dataclasses.replace(ctx, ingest_probe=pool.subscribed)
     app = create_app(ctx.settings, context=ctx)
     tls: dict[str, Any] = {}
     if not args.no_tls:

@@ -171,6 +171,8 @@ def test_gateway_and_devices_start_after_what_they_need(compose: dict[str, Any])
     assert _condition(services["mosquitto"], "init") == "service_completed_successfully"
     assert _condition(services["admin"], "migrate") == "service_completed_successfully"
     assert _condition(services["gateway"], "mosquitto") == "service_healthy"
+    for worker in _ingest_workers(services):  # its uplinks have a subscribed consumer
+        assert _condition(services["gateway"], worker) == "service_healthy", worker
     devices = services["devices"]
     assert _condition(devices, "server") == "service_healthy"  # enrollment goes through the API
     assert _condition(devices, "gateway") == "service_healthy"  # the agent hands off to it

@@ -52,6 +52,11 @@ class WorkerPool:
     threads: list[threading.Thread] = field(default_factory=list)
     workers: dict[str, IngestWorker] = field(default_factory=dict)
     health: HealthWriter | None = None
+    names: tuple[str, ...] = ()
+
+    def subscribed(self) -> bool:
+        """Whether every worker of the pool holds a subscribed broker session now."""
+        return bool(self.names) and all(self.connected(name) for name in self.names)
 
     def connected(self, name: str) -> bool:
         """Whether worker ``name`` holds a broker session now."""
@@ -125,7 +130,7 @@ def start_workers(
     """Start one thread per worker name; with ``health_file``, also keep that file current
     (:mod:`hospital_server.ingest.health`)."""
     ingestor = build_ingestor(ctx)
-    pool = WorkerPool()
+    pool = WorkerPool(names=tuple(names))
     for name in names:
         thread = threading.Thread(
             target=_serve, args=(ctx, ingestor, name, pool), name=f"ingest-{name}", daemon=True

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlmodel import select
 
 from hospital_server.app import create_app
@@ -64,6 +66,22 @@ async def test_readiness_fails_when_the_broker_is_unreachable(
     assert r.status_code == 503
     assert r.json()["broker"] == "unreachable"
     assert r.json()["database"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("subscribed", "status", "answer"), [(True, 200, "ok"), (False, 503, "not_subscribed")]
+)
+async def test_readiness_with_in_process_ingest_workers_waits_for_their_subscription(
+    settings: Settings, context: ServerContext, subscribed: bool, status: int, answer: str
+) -> None:
+    # phd server run --worker: ready only once every worker holds a subscribed session.
+    ctx = dataclasses.replace(context, ingest_probe=lambda: subscribed)
+    app = create_app(settings, context=ctx)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as c:
+        r = await c.get("/readyz")
+    assert r.status_code == status
+    assert r.json()["ingest"] == answer
+    assert r.json()["broker"] == "ok"
 
 
 async def test_readiness_fails_when_the_database_is_unreachable(

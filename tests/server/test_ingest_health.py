@@ -120,11 +120,13 @@ def test_a_running_pool_reports_broker_and_database_and_a_stopped_one_leaves_no_
     pool = start_workers(ctx, ["ingest-1"], health_file=path, health_interval=0.2)
     try:
         _until(lambda: read_health(path).workers == {"ingest-1": True})
+        assert pool.subscribed()  # what /readyz asks of in-process workers
         health = read_health(path)
         assert health.database is True
         assert judge(health, now=time.time(), max_age=15) == []
         broker.stop()  # the worker loses its session and backs off
         _until(lambda: read_health(path).workers == {"ingest-1": False})
+        assert not pool.subscribed()
         assert judge(read_health(path), now=time.time(), max_age=15) == [
             "not connected to the broker: ingest-1"
         ]

@@ -9,6 +9,7 @@ cleanly within a few seconds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -126,6 +127,11 @@ def test_server_run_serves_ingests_and_stops_cleanly_on_sigterm(
     try:
         tls = ssl.create_default_context(cafile=str(server_pki.ca_bundle))
         assert _ready(f"https://localhost:{port}/readyz", tls, proc) == 200
+        # Ready means the in-process worker is subscribed, not only that the broker answers.
+        with urllib.request.urlopen(  # our own server, https
+            f"https://localhost:{port}/readyz", context=tls, timeout=5
+        ) as response:
+            assert json.loads(response.read())["ingest"] == "ok"
 
         # The in-process ingest worker consumes through the broker and answers the gateway.
         gateway = Gateway(server_pki, broker)

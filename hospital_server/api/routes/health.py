@@ -22,6 +22,8 @@ def readyz(ctx: Ctx, response: Response) -> dict[str, str]:
         "database": "ok" if check_database(ctx.engine) else "unreachable",
         "broker": "ok" if ctx.broker_probe() else "unreachable",
     }
+    if ctx.ingest_probe is not None:  # in-process ingest workers (phd server run --worker)
+        checks["ingest"] = "ok" if ctx.ingest_probe() else "not_subscribed"
     ready = all(v == "ok" for v in checks.values())
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
