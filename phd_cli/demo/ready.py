@@ -21,7 +21,7 @@ import httpx
 
 from phd_cli.demo.procs import Child, DemoSetupError
 
-__all__ = ["wait_http_ok", "wait_mtls", "wait_unix_socket"]
+__all__ = ["wait_http_ok", "wait_ingest_healthy", "wait_mtls", "wait_unix_socket"]
 
 _STEP = 0.1
 
@@ -107,3 +107,20 @@ async def wait_unix_socket(path: Path, *, child: Child | None, within: float = 2
         return True
 
     await _until("the gateway ingress", probe, child, within)
+
+
+async def wait_ingest_healthy(path: Path, *, child: Child | None, within: float = 30.0) -> None:
+    """Until ``phd server ingest --health-file path`` reports every worker connected and the
+    database answering (hospital_server.ingest.health, what ``phd server ingest-health`` judges)."""
+    import time
+
+    from hospital_server.ingest.health import HealthFileError, judge, read_health
+
+    async def probe() -> bool:
+        try:
+            health = await asyncio.to_thread(read_health, path)
+        except HealthFileError:
+            return False  # not written yet
+        return not judge(health, now=time.time(), max_age=15)
+
+    await _until(f"the ingest worker ({path.name})", probe, child, within)

@@ -56,7 +56,12 @@ def phd_argv(*args: str) -> list[str]:
 
 
 class Stack:
-    """mosquitto + server (one ingest worker) + one gateway, in one run directory."""
+    """mosquitto + server (one ingest worker) + one gateway, in one run directory.
+
+    ``worker`` runs inside the server process (``phd server run --worker``; None: the API
+    alone); each name in ``ingest_processes`` runs as its own ``phd server ingest`` process,
+    as compose.yaml deploys them (started and stopped with the server).
+    """
 
     def __init__(
         self,
@@ -66,7 +71,8 @@ class Stack:
         mosquitto: str,
         supervisor: Supervisor,
         tuning: UplinkTuning | None = None,
-        worker: str = "ingest-1",
+        worker: str | None = "ingest-1",
+        ingest_processes: tuple[str, ...] = (),
     ) -> None:
         from hospital_server.pki.layout import PkiLayout
 
@@ -76,6 +82,7 @@ class Stack:
         self.supervisor = supervisor
         self.tuning = tuning or UplinkTuning()
         self.worker = worker
+        self.ingest_processes = ingest_processes
         self.layout = PkiLayout(paths.pki)
         self.api = f"https://{setup.BROKER_HOST}:{ports.http}"
         self._broker_conf: Path | None = None
@@ -138,23 +145,28 @@ class Stack:
     async def start_server(self) -> Child:
         if self.admin is None:
             await self.prepare_database()
-        server = await self._spawn(
-            "server",
-            phd_argv(
-                "server",
-                "run",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.ports.http),
-                "--worker",
-                self.worker,
-            ),
-            env=setup.server_env(self.paths, self.ports),
-            cwd=self.paths.run,
-        )
+        env = setup.server_env(self.paths, self.ports)
+        argv = ["server", "run", "--host", "127.0.0.1", "--port", str(self.ports.http)]
+        if self.worker is not None:
+            argv += ["--worker", self.worker]
+        server = await self._spawn("server", phd_argv(*argv), env=env, cwd=self.paths.run)
         await ready.wait_http_ok(f"{self.api}/readyz", child=server, verify=self.trust)
+        for name in self.ingest_processes:
+            health = self.paths.run / f"{name}-health.json"
+            worker = await self._spawn(
+                name,
+                phd_argv("server", "ingest", "--worker", name, "--health-file", str(health)),
+                env=env,
+                cwd=self.paths.run,
+            )
+            await ready.wait_ingest_healthy(health, child=worker)
         return server
+
+    def processes(self) -> dict[str, int]:
+        """The running parts by name (broker, server, each ingest process, gateway): their
+        process ids, which lead their process groups."""
+        names = {v: k for k, v in _CHILD_NAMES.items()}
+        return {names.get(c.name, c.name): c.pid for c in self.supervisor.children}
 
     async def start_gateway(self) -> Child:
         if not self._gateway_configured:
@@ -184,6 +196,9 @@ class Stack:
         child = self.child(part)
         if child is None:
             raise ValueError(f"{part} is not running")
+        if part == "server":  # its separate ingest processes go with it (and come back with it)
+            for worker in [c for c in self.supervisor.children if c.name in self.ingest_processes]:
+                await asyncio.to_thread(self.supervisor.stop_one, worker, sig)
         return await asyncio.to_thread(self.supervisor.stop_one, child, sig)
 
     async def restart(self, part: str, sig: signal.Signals = signal.SIGKILL) -> Child:
