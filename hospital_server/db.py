@@ -1,7 +1,8 @@
 """The one module that creates database engines and sessions (SQLite WAL or PostgreSQL).
 
 SQLite is the embedded default: WAL journal, foreign keys on, a busy timeout so that several
-ingest workers on one file wait instead of failing. PostgreSQL is reached through psycopg 3
+ingest workers on one file wait instead of failing (writers retry the write lock at most 2 ms
+apart, not on SQLite's sleeping schedule). PostgreSQL is reached through psycopg 3
 (``postgresql+psycopg://``). Database exceptions are classified here (transient or not) so the
 ingest worker can answer ``retry_later`` without knowing driver details. This module must never
 hold a module-level engine: callers build one from settings.
@@ -9,8 +10,11 @@ hold a module-level engine: callers build one from settings.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -65,7 +69,7 @@ def make_engine(url: str, *, pool_size: int = 5, lock_timeout_ms: int = 30_000) 
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SAVEPOINT; take it over
         # (SQLAlchemy docs, "Serializable isolation / Savepoints / Transactional DDL").
-        event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "begin", partial(_sqlite_begin, lock_timeout_ms=lock_timeout_ms))
         return engine
     if backend == "postgresql":
         return create_engine(
@@ -100,14 +104,39 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_begin(conn: Any) -> None:
-    # IMMEDIATE takes the write lock up front, so concurrent workers queue on busy_timeout
-    # instead of failing a read-to-write upgrade with SQLITE_BUSY mid-transaction. Read-only
-    # work (READ_ONLY execution option) begins deferred so it runs beside a writer in WAL mode.
+# Longest pause between two tries for SQLite's write lock (see _sqlite_begin).
+_LOCK_RETRY_MAX = 0.002
+
+
+def _sqlite_begin(conn: Any, *, lock_timeout_ms: int) -> None:
+    # IMMEDIATE takes the write lock up front, so concurrent workers queue for it instead of
+    # failing a read-to-write upgrade with SQLITE_BUSY mid-transaction. Read-only work
+    # (READ_ONLY execution option) begins deferred so it runs beside a writer in WAL mode.
     if conn.get_execution_options().get(READ_ONLY_OPTION):
         conn.exec_driver_sql("BEGIN")
-    else:
+        return
+    # SQLite's own busy handler retries after 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms:
+    # a writer of another process (two ingest workers on one file) went on sleeping for tens
+    # of milliseconds after the lock was free. Here the lock is tried at most 2 ms apart, for
+    # as long as the busy timeout would have waited; every other statement keeps the timeout.
+    raw = conn.connection.dbapi_connection
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        deadline = time.monotonic() + lock_timeout_ms / 1000
+        pause = 0.0001
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    break
+            time.sleep(pause)
+            pause = min(pause * 2, _LOCK_RETRY_MAX)
+        # The last try through SQLAlchemy, so a failure is its OperationalError (transient).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(lock_timeout_ms)}")
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:
