@@ -112,7 +112,7 @@ def add_parser(sub: Any) -> None:
     health.add_argument(
         "--max-age",
         type=float,
-        default=15.0,
+        default=None,  # hospital_server.ingest.health.DEFAULT_MAX_AGE (imported when run)
         metavar="SECONDS",
         help="oldest acceptable health file (default 15; the pool rewrites it every 5)",
     )
@@ -453,10 +453,11 @@ def _ingest_health(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from hospital_server.ingest.health import HealthFileError, judge, read_health
+    from hospital_server.ingest.health import DEFAULT_MAX_AGE, HealthFileError, judge, read_health
 
+    max_age = DEFAULT_MAX_AGE if args.max_age is None else args.max_age
     try:
-        problems = judge(read_health(args.health_file), now=time.time(), max_age=args.max_age)
+        problems = judge(read_health(args.health_file), now=time.time(), max_age=max_age)
     except HealthFileError as exc:
         problems = [f"{exc} ({args.health_file}): is `phd server ingest --health-file` running?"]
     for problem in problems:

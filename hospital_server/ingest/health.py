@@ -25,6 +25,7 @@ from typing import Any
 from hospital_server.pki.store import PUBLIC_MODE, write_atomic
 
 __all__ = [
+    "DEFAULT_MAX_AGE",
     "HealthFileError",
     "HealthWriter",
     "PoolHealth",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 FORMAT = "phd-ingest-health/1"
+# Oldest acceptable file by default: three of the pool's 5-second rewrites.
+DEFAULT_MAX_AGE = 15.0
 _MAX_FILE_BYTES = 64 * 1024
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -112,15 +113,13 @@ async def wait_unix_socket(path: Path, *, child: Child | None, within: float = 2
 async def wait_ingest_healthy(path: Path, *, child: Child | None, within: float = 30.0) -> None:
     """Until ``phd server ingest --health-file path`` reports every worker connected and the
     database answering (hospital_server.ingest.health, what ``phd server ingest-health`` judges)."""
-    import time
-
-    from hospital_server.ingest.health import HealthFileError, judge, read_health
+    from hospital_server.ingest.health import DEFAULT_MAX_AGE, HealthFileError, judge, read_health
 
     async def probe() -> bool:
         try:
             health = await asyncio.to_thread(read_health, path)
         except HealthFileError:
             return False  # not written yet
-        return not judge(health, now=time.time(), max_age=15)
+        return not judge(health, now=time.time(), max_age=DEFAULT_MAX_AGE)
 
     await _until(f"the ingest worker ({path.name})", probe, child, within)
