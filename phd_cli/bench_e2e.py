@@ -670,14 +670,19 @@ async def _bench(console: Any, quick: bool, stack: Stack) -> list[BenchRow]:
             commits = await _wait_committed(paths.database, mark, wanted, stack, within=300)
             feeder_cpu += time.process_time() - own_before
             cpu_after = await asyncio.to_thread(_per_process, _cpu_seconds, pids)
+            used = {k: cpu_after[k] - cpu_before[k] for k in pids}
             for k in pids:
-                cpu_by[k] += cpu_after[k] - cpu_before[k]
+                cpu_by[k] += used[k]
             fed_total += len(wanted)
             committed_total += len(commits)
             passes.append(_middle_rate(commits))
+            per_env = ", ".join(
+                f"{k} {v / max(len(commits), 1) * 1e6:,.0f}" for k, v in used.items() if v
+            )
             console.print(
                 f"max rate, pass {number} of {sizes.max_passes}: {len(commits)} of "
-                f"{len(wanted)} committed; fed in {fed:.1f} s; {passes[-1]:,.0f} env/s committed"
+                f"{len(wanted)} committed; fed in {fed:.1f} s; {passes[-1]:,.0f} env/s committed; "
+                f"CPU µs per envelope: {per_env}"
             )
         cpu = sum(cpu_by.values())
         rss = await asyncio.to_thread(_per_process, _rss_mib, pids)
