@@ -9,6 +9,7 @@ Example file (every key shown with its default, except the required ``[broker]``
 
     [gateway]
     id = "gw-1"                                   # default: CN of broker.cert_file
+    event_loop = "auto"                           # auto | uvloop | asyncio
     [ingress]
     socket = "/run/phd-gateway/ingress.sock"
     mode = "0660"
@@ -49,7 +50,9 @@ from typing import Any
 from mobile_gateway.errors import ConfigError
 from phd_protocol.wire import MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES
 
-__all__ = ["GatewayConfig", "load_config"]
+__all__ = ["EVENT_LOOPS", "GatewayConfig", "load_config"]
+
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +63,8 @@ class GatewayConfig:
     cert_file: Path
     key_file: Path
     gateway_id: str | None = None
+    # auto: uvloop where it is installed, else asyncio's own loop; uvloop: required.
+    event_loop: str = "auto"
     keepalive: int = 30
     socket_path: Path = Path("/run/phd-gateway/ingress.sock")
     socket_mode: int = 0o660
@@ -87,6 +92,8 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if not self.broker_host:
             raise ConfigError("broker.host", "required")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError("gateway.event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
         for name in ("broker_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535 or (name == "broker_port" and port == 0):
@@ -113,7 +120,7 @@ class GatewayConfig:
 
 
 _SECTIONS: dict[str, dict[str, str]] = {
-    "gateway": {"id": "gateway_id"},
+    "gateway": {"id": "gateway_id", "event_loop": ""},
     "ingress": {"socket": "socket_path", "mode": "socket_mode", "max_connections": ""},
     "outbox": {"path": "outbox_path", "max_entries": "outbox_max_entries",
                "max_bytes": "outbox_max_bytes"},

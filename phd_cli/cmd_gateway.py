@@ -74,14 +74,11 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import asyncio
-
-    from mobile_gateway.app import Gateway
+    from mobile_gateway.app import run_gateway
     from mobile_gateway.errors import ConfigError
 
     try:
-        config = _config(args)
-        asyncio.run(Gateway(config).run())
+        run_gateway(_config(args))
     except ConfigError as exc:
         print(f"error: {exc}")
         return 2

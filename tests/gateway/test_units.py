@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mobile_gateway.app import loop_factory
 from mobile_gateway.backoff import Backoff, backoff_delay
 from mobile_gateway.config import GatewayConfig, load_config
 from mobile_gateway.errors import ConfigError
@@ -91,6 +93,8 @@ def test_load_config_resolves_paths_and_modes(tmp_path: Path) -> None:
          '[metrics]\nhost = "0.0.0.0"\n', "metrics.host"),
         ('[broker]\nhost = "h"\nca_file = "a"\ncert_file = "b"\nkey_file = "c"\n'
          '[uplink]\nbatch_max_count = 65\n', "uplink.batch_max_count"),
+        ('[broker]\nhost = "h"\nca_file = "a"\ncert_file = "b"\nkey_file = "c"\n'
+         '[gateway]\nevent_loop = "trio"\n', "gateway.event_loop"),
     ],
 )  # fmt: skip
 def test_bad_config_is_refused_with_the_field(tmp_path: Path, text: str, field: str) -> None:
@@ -105,6 +109,27 @@ def test_config_defaults_are_safe() -> None:
     assert cfg.metrics_host == "127.0.0.1"
     with pytest.raises(ValueError, match="others"):
         IngressServer(Path("x"), None, GatewayMetrics(), mode=0o666)  # type: ignore[arg-type]  # refused before use
+
+
+def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+
+    assert (
+        GatewayConfig(
+            broker_host="h", ca_file=Path("a"), cert_file=Path("b"), key_file=Path("c")
+        ).event_loop
+        == "auto"
+    )
+    assert loop_factory("auto") is uvloop.new_event_loop  # installed by the gateway extra
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on a platform it is not built for
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError) as info:
+        loop_factory("uvloop")
+    assert info.value.field == "gateway.event_loop"
 
 
 async def test_ingress_refuses_to_replace_a_regular_file(tmp_path: Path) -> None:
