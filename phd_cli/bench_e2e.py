@@ -716,7 +716,14 @@ async def _bench(console: Any, quick: bool, stack: Stack) -> list[BenchRow]:
             BenchRow(PART, f"end-to-end envelopes/s, max-rate pass {n}", rate, "env/s")
             for n, rate in enumerate(passes, 1)
         ),
-        BenchRow(PART, "committed at max rate", committed_total / fed_total, "fraction"),
+        BenchRow(
+            PART,
+            "committed at max rate",
+            committed_total / fed_total,
+            "fraction",
+            "= 1",
+            committed_total == fed_total,
+        ),
         BenchRow(
             PART,
             "end-to-end readings/s (max, committed)",
