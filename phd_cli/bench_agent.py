@@ -20,18 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from phd_cli.cmd_bench import BenchRow
+from phd_cli.procstat import status_kib
 
 _ADDRESSES = [f"D0:00:00:00:00:{n:02X}" for n in range(0x10, 0x16)]  # the virtual fleet
 _TARGET_MB = 80.0
 _REPO = Path(__file__).resolve().parents[1]
-
-
-def _status_kb(pid: int, field: str) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return float(line.split()[1])
-    return 0.0
 
 
 def _prepare(root: Path) -> None:
@@ -110,10 +103,10 @@ async def _measure(root: Path, seconds: float) -> dict[str, float]:
     try:
         while time.monotonic() - started < seconds and child.returncode is None:
             await asyncio.sleep(0.5)
-            rss = _status_kb(child.pid, "VmRSS")
+            rss = status_kib(child.pid, "VmRSS") or 0.0
             if rss:
                 samples.append(rss)
-        peak = _status_kb(child.pid, "VmHWM")
+        peak = status_kib(child.pid, "VmHWM") or 0.0
     finally:
         with contextlib.suppress(ProcessLookupError):
             child.terminate()

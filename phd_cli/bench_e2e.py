@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import sqlite3
 import statistics
@@ -59,6 +58,7 @@ from phd_cli.demo import setup
 from phd_cli.demo.procs import Supervisor, free_port, require_binary
 from phd_cli.demo.stack import Stack, UplinkTuning
 from phd_cli.demo.staff_login import StaffLogin
+from phd_cli.procstat import group_cpu_seconds, group_rss_mib
 
 __all__ = ["run"]
 
@@ -471,46 +471,9 @@ async def _wait_committed(
 
 
 # --------------------------------------------------------------------------- /proc
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # field 5 of stat: process group
-            pids.append(int(entry.name))
-    return pids
-
-
-def _cpu_seconds(pgid: int) -> float:
-    total = 0
-    for pid in _group_pids(pgid):
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1]
-            parts = fields.split()
-            total += int(parts[11]) + int(parts[12])  # utime, stime
-    return total / _TICK
-
-
 def _per_process(measure: Callable[[int], float], pids: dict[str, int]) -> dict[str, float]:
     """``measure`` of each named process group (reads /proc: off the event loop)."""
     return {name: measure(pid) for name, pid in pids.items()}
-
-
-def _rss_mib(pgid: int) -> float:
-    total = 0
-    for pid in _group_pids(pgid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
 
 
 # --------------------------------------------------------------------------- the run
@@ -662,14 +625,14 @@ async def _bench(console: Any, quick: bool, stack: Stack) -> list[BenchRow]:
                 sample = [e for _d, _s, e in sealed[: min(1000, len(sealed))]]
                 crypto_early = await asyncio.to_thread(_crypto_ceiling, stack, devices, sample)
             mark = await asyncio.to_thread(_last_rowid, paths.database)
-            cpu_before = await asyncio.to_thread(_per_process, _cpu_seconds, pids)
+            cpu_before = await asyncio.to_thread(_per_process, group_cpu_seconds, pids)
             own_before = time.process_time()
             started = time.time()
             await _feed_closed_loop(paths.gateway_socket, [e for _d, _s, e in sealed])
             fed = time.time() - started
             commits = await _wait_committed(paths.database, mark, wanted, stack, within=300)
             feeder_cpu += time.process_time() - own_before
-            cpu_after = await asyncio.to_thread(_per_process, _cpu_seconds, pids)
+            cpu_after = await asyncio.to_thread(_per_process, group_cpu_seconds, pids)
             used = {k: cpu_after[k] - cpu_before[k] for k in pids}
             for k in pids:
                 cpu_by[k] += used[k]
@@ -685,7 +648,7 @@ async def _bench(console: Any, quick: bool, stack: Stack) -> list[BenchRow]:
                 f"CPU µs per envelope: {per_env}"
             )
         cpu = sum(cpu_by.values())
-        rss = await asyncio.to_thread(_per_process, _rss_mib, pids)
+        rss = await asyncio.to_thread(_per_process, group_rss_mib, pids)
         max_rate = max(passes)
 
         # ---- crypto ceiling again (the pipeline is idle now)

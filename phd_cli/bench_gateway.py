@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from phd_cli.cmd_bench import BenchRow
+from phd_cli.procstat import status_kib
 
 PART = "gateway"
 ENVELOPE_SIZE = 300
@@ -253,10 +254,10 @@ async def _relay(env: _Env, sock: Path, outbox: Path, n: int) -> tuple[float, in
 
 
 def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    kib = status_kib(pid, "VmRSS")
+    if kib is None:
+        raise RuntimeError("no VmRSS")
+    return kib / 1024
 
 
 def _stop(proc: Any) -> None:
