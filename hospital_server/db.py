@@ -6,15 +6,21 @@ apart, not on SQLite's sleeping schedule). PostgreSQL is reached through psycopg
 (``postgresql+psycopg://``). Database exceptions are classified here (transient or not) so the
 ingest worker can answer ``retry_later`` without knowing driver details. This module must never
 hold a module-level engine: callers build one from settings.
+
+SQLite's write-ahead log is bounded here too (:func:`bound_wal`): under steady load with two
+ingest workers it restarts only now and then, and a reader that never lets go would let it
+grow without limit.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -25,9 +31,11 @@ from sqlmodel import Session, create_engine, text
 
 __all__ = [
     "READ_ONLY",
+    "WAL_LIMIT_BYTES",
     "IntegrityError",
     "Session",
     "SessionFactory",
+    "bound_wal",
     "check_database",
     "is_transient",
     "make_engine",
@@ -35,6 +43,8 @@ __all__ = [
     "normalise_url",
     "session_scope",
 ]
+
+log = logging.getLogger(__name__)
 
 SessionFactory = sessionmaker[Session]
 
@@ -100,6 +110,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         # must be undone). Sorts without an index would go to memory too; the queries here
         # sort along indexes.
         cursor.execute("PRAGMA temp_store=MEMORY")
+        # When the log restarts (see bound_wal), its file is cut back to this size.
+        cursor.execute(f"PRAGMA journal_size_limit={_WAL_KEEP_BYTES}")
     finally:
         cursor.close()
 
@@ -137,6 +149,62 @@ def _sqlite_begin(conn: Any, *, lock_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
         raw.execute(f"PRAGMA busy_timeout={int(lock_timeout_ms)}")
+
+
+# The write-ahead log restarts from its beginning only when a checkpoint has copied every frame
+# back into the database and no reader still uses the log. Two ingest workers (each reading
+# its next batch's standing while the other commits) and the API keep some reader on the log
+# most of the time, so under steady load it restarts only now and then: in one `phd bench e2e`
+# run (session 12) it reached 157 to 245 MB between restarts (each ingested envelope appends
+# about 28 KiB of pages to it, half of them for the random content-MAC index), and a reader
+# that never lets go would let it grow without limit. Past WAL_LIMIT_BYTES the writer that has
+# just committed asks for a RESTART checkpoint, waiting at most _WAL_RESTART_WAIT_MS for the
+# readers of the log (other writers wait that long too); if they do not finish in time, the
+# next commit tries again. journal_size_limit (_WAL_KEEP_BYTES) then gives the disk space back:
+# without it the file keeps its largest size for good.
+WAL_LIMIT_BYTES = 256 * 1024 * 1024
+_WAL_KEEP_BYTES = 64 * 1024 * 1024
+_WAL_RESTART_WAIT_MS = 200
+
+
+def bound_wal(session: Session, *, limit: int = WAL_LIMIT_BYTES) -> bool | None:
+    """After a commit: restart an SQLite log larger than ``limit`` bytes.
+
+    None when there was nothing to do (PostgreSQL, an in-memory database, a log within the
+    limit); True when the log was checkpointed and will restart at the next write; False when
+    readers still held it after the wait (the caller's next commit tries again).
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "sqlite" or not isinstance(bind, Engine):
+        return None
+    path = bind.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    try:
+        if Path(path + "-wal").stat().st_size <= limit:
+            return None
+    except FileNotFoundError:
+        return None
+    try:
+        with bind.connect() as conn:
+            # The DB-API connection directly: SQLAlchemy would begin a transaction first, and
+            # a checkpoint runs outside any.
+            raw = conn.connection.dbapi_connection
+            if raw is None:  # pragma: no cover -- a pooled connection always has one
+                return None
+            timeout = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+            raw.execute(f"PRAGMA busy_timeout={_WAL_RESTART_WAIT_MS}")
+            try:
+                busy, _log, _done = raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={timeout}")
+    except (sqlite3.Error, DBAPIError) as exc:
+        # What was committed stays committed; the log is only left longer for a while.
+        log.warning(
+            "SQLite log checkpoint failed (%s); retried after the next commit", type(exc).__name__
+        )
+        return False
+    return not busy
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:

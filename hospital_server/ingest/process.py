@@ -58,7 +58,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from hospital_server import audit, gateways
-from hospital_server.db import READ_ONLY, IntegrityError, is_transient
+from hospital_server.db import READ_ONLY, IntegrityError, bound_wal, is_transient
 from hospital_server.fieldcrypt import PatientKeys, content_mac, content_mac_key
 from hospital_server.gateways import GATEWAY_ID
 from hospital_server.ingest import plausibility
@@ -246,7 +246,9 @@ class Ingestor:
         """Phase 2 (one write transaction) and commit; one result per envelope. Its duration
         goes to ``phd_ingest_write_seconds`` (the part of seal-to-commit the database owns)."""
         with self.metrics.write.time():
-            return self._commit(session, prepared)
+            results = self._commit(session, prepared)
+            bound_wal(session)  # SQLite: keep the write-ahead log from growing without limit
+        return results
 
     def _commit(self, session: Session, prepared: PreparedBatch) -> list[EnvelopeResult]:
         gateway_id, envelopes, batch = prepared.gateway_id, prepared.envelopes, prepared.batch
