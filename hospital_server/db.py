@@ -132,8 +132,7 @@ def _sqlite_begin(conn: Any, *, lock_timeout_ms: int) -> None:
     # of milliseconds after the lock was free. Here the lock is tried at most 2 ms apart, for
     # as long as the busy timeout would have waited; every other statement keeps the timeout.
     raw = conn.connection.dbapi_connection
-    raw.execute("PRAGMA busy_timeout=0")
-    try:
+    with _busy_timeout(raw, 0):
         deadline = time.monotonic() + lock_timeout_ms / 1000
         pause = 0.0001
         while True:
@@ -147,8 +146,17 @@ def _sqlite_begin(conn: Any, *, lock_timeout_ms: int) -> None:
             pause = min(pause * 2, _LOCK_RETRY_MAX)
         # The last try through SQLAlchemy, so a failure is its OperationalError (transient).
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def _busy_timeout(raw: Any, ms: int) -> Iterator[None]:
+    """Run with the DB-API connection's busy timeout at ``ms``, then put its own back."""
+    before = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+    raw.execute(f"PRAGMA busy_timeout={int(ms)}")
+    try:
+        yield
     finally:
-        raw.execute(f"PRAGMA busy_timeout={int(lock_timeout_ms)}")
+        raw.execute(f"PRAGMA busy_timeout={before}")
 
 
 # The write-ahead log restarts from its beginning only when a checkpoint has copied every frame
@@ -192,12 +200,8 @@ def bound_wal(session: Session, *, limit: int = WAL_LIMIT_BYTES) -> bool | None:
             raw = conn.connection.dbapi_connection
             if raw is None:  # pragma: no cover -- a pooled connection always has one
                 return None
-            timeout = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
-            raw.execute(f"PRAGMA busy_timeout={_WAL_RESTART_WAIT_MS}")
-            try:
+            with _busy_timeout(raw, _WAL_RESTART_WAIT_MS):
                 busy, _log, _done = raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            finally:
-                raw.execute(f"PRAGMA busy_timeout={timeout}")
     except (sqlite3.Error, DBAPIError) as exc:
         # What was committed stays committed; the log is only left longer for a while.
         log.warning(
