@@ -382,8 +382,13 @@ async def _feed_open_loop(
 # Envelope rows are read by rowid from a mark taken before the feed: SQLite has one writer at
 # a time, so rows become visible in rowid order, and each poll reads only the new ones (a
 # full scan every poll grew with the database and took CPU from the system under test).
+def _read_only(database: Path) -> sqlite3.Connection:
+    """A read-only connection to the hospital database (never writes beside the workers)."""
+    return sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10.0)
+
+
 def _last_rowid(database: Path) -> int:
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10.0)
+    db = _read_only(database)
     try:
         row = db.execute("SELECT COALESCE(MAX(rowid), 0) FROM ingested_envelope").fetchone()
     finally:
@@ -396,7 +401,7 @@ def _commits_after(
 ) -> tuple[int, list[tuple[float, float]]]:
     """The last rowid read, and (sealed, received) epoch seconds of the wanted (device, seq)
     rows past ``after``."""
-    db = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10.0)
+    db = _read_only(database)
     try:
         rows = db.execute(
             "SELECT rowid, device_id, seq, sealed_at, received_at FROM ingested_envelope"
@@ -439,7 +444,7 @@ class _CommitWatcher:
         self._thread.join()
 
     def _run(self) -> None:
-        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=10.0)
+        db = _read_only(self.database)
         try:
             while not self._stop.wait(self.POLL):
                 rows = db.execute(
